@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel on machines without an NVIDIA driver; the normal torch build otherwise.
+# Override: make test TORCH_SPEC='torch==2.5.1'
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.1' || echo 'torch==2.13.*')
+DEMO_DATA ?= data/synth
+RUNS ?= runs/demo
+
+.PHONY: install test demo lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install
+	$(BIN)/vsda-train synth $(DEMO_DATA) --seed 0
+	$(BIN)/python -m benchmarks.colour_baseline --data $(DEMO_DATA) --pred-out $(RUNS)/colour_pred --json $(RUNS)/colour_baseline.json
+	$(BIN)/vsda-train eval --pred $(RUNS)/colour_pred --gt cityscapes-vps:$(DEMO_DATA)/target --split val --json $(RUNS)/colour_eval.json
+
+clean:
+	rm -rf $(VENV) runs data/synth .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmark suites: each script prints a table and writes JSON."""

@@ -1,0 +1,1 @@
+"""export: checkpoint -> ONNX (FP32 / FP16 / INT8 Q/DQ) -> TensorRT engine."""
