@@ -2,7 +2,7 @@
 
 import typer
 
-from vsda_train.cli import evaluate, phases, synth
+from vsda_train.cli import evaluate, flow, phases, synth
 
 app = typer.Typer(
     add_completion=False,
@@ -14,4 +14,4 @@ app.command("eval")(evaluate.evaluate)
 app.command("source")(phases.source)
 app.command("vat")(phases.vat)
 app.command("vst")(phases.vst)
-app.command("flow")(phases.flow)
+app.command("flow")(flow.flow)

@@ -22,7 +22,3 @@ def vst() -> None:
     """Phase 2: video self-training on target clips (not built yet)."""
     _not_built("vst")
 
-
-def flow() -> None:
-    """Precompute the optical-flow cache of a dataset (not built yet)."""
-    _not_built("flow")
