@@ -1,0 +1,57 @@
+"""YAML configs with --set overrides, and atomic checkpoints."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vsda_train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vsda_train.config import ConfigError, load_config, save_config
+
+
+def test_yaml_and_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  source: viper:/x\n  source_size: [64, 128]\noptim:\n  lr: 0.01\n")
+    overrides = ["optim.iters=7", "vat.image_disc=true", "data.flow_cache=none", "vst.neighbours=[-1]"]
+    cfg = load_config(p, overrides)
+    assert cfg.data.source == "viper:/x" and cfg.data.source_size == (64, 128)
+    assert cfg.optim.lr == 0.01 and cfg.optim.iters == 7
+    assert cfg.vat.image_disc is True and cfg.data.flow_cache is None and cfg.vst.neighbours == (-1,)
+    save_config(cfg, tmp_path / "back.yaml")
+    assert load_config(tmp_path / "back.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["optim.lrr=1"], "unknown key 'lrr'"), (["optimx.lr=1"], "unknown section"),
+     (["optim.iters=abc"], "expected int"), (["optim"], "section.key=value")],
+)
+def test_bad_overrides_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_checkpoint_atomic_round_trip_with_rng(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    torch.manual_seed(5)
+    state = {"model": {"w": torch.arange(3.0)}, "iteration": 4, "rng": rng_state(rng)}
+    path = save_checkpoint(tmp_path / "last.pt", state)
+    expected = (torch.rand(2), rng.random())
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+    ckpt = load_checkpoint(path)
+    set_rng_state(ckpt["rng"], rng)
+    assert torch.equal(torch.rand(2), expected[0]) and rng.random() == expected[1]
+    assert ckpt["iteration"] == 4 and torch.equal(ckpt["model"]["w"], torch.arange(3.0))
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt: not a readable vsda checkpoint"):
+        load_checkpoint(bad)

@@ -1,0 +1,237 @@
+"""Training configuration: frozen dataclasses loaded from YAML, overridden with ``key=value``.
+
+One YAML file per scenario lives in ``configs/``. The file mirrors the dataclasses below
+(sections ``data``, ``model``, ``optim``, ``vat``, ``vst``, ``run``); anything left out
+keeps its default. ``--set optim.lr=1e-3 --set run.seed=1`` overrides single fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from and how they are cropped."""
+
+    source: str = ""  # labelled source spec, e.g. viper:data/synth/source
+    target: str = ""  # unlabelled target spec, e.g. cityscapes-vps:data/synth/target
+    val: str = ""  # labelled target spec scored at the end (never used for selection)
+    val_split: str = "val"
+    oracle: str = ""  # target-train *with* labels: the oracle run and pseudo-label accuracy only
+    label_space: str = "viper15"
+    k: int = 1  # neighbour offset t-k
+    source_size: tuple[int, int] = (128, 256)  # H, W of training crops
+    target_size: tuple[int, int] = (128, 256)
+    scale_range: tuple[float, float] = (1.0, 1.0)  # random rescale before the crop
+    batch_size: int = 2
+    workers: int = 0
+    flow_preset: str = "medium"
+    flow_cache: str | None = None
+    compute_flow: bool = True  # False: a missing cached pair is an error
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which segmenter, built with ``vsda_train.models.create_model``."""
+
+    name: str = "ddrnet23_slim"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with poly decay, the peers' recipe."""
+
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 2.5e-4
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    iters: int = 40000
+    warmup_iters: int = 0
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class VATConfig:
+    """Phase 1: video adversarial training."""
+
+    adv_weight: float = 1e-3  # segmenter's adversarial loss weight (video discriminator)
+    disc_lr: float = 1e-4
+    disc_betas: tuple[float, float] = (0.9, 0.99)
+    disc_width: int = 64
+    video_disc: bool = True
+    image_disc: bool = False  # optional per-frame (ADVENT-style) discriminator
+    image_adv_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class VSTConfig:
+    """Phase 2: video self-training with temporally consistent pseudo labels."""
+
+    rounds: int = 1
+    class_top_fraction: float = 0.6  # keep the most confident p of each class's pixels (CBST)
+    min_confidence: float = 0.0
+    temporal_filter: bool = True  # neighbours warped by flow must agree
+    neighbours: tuple[int, ...] = (-1, 1)  # offsets (in k) of the voting frames
+    occlusion_check: bool = True  # forward-backward check: occluded pixels do not vote
+    augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Bookkeeping: names, seeds, precision, logging, checkpoints."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    seed: int = 0
+    device: str = "cpu"
+    amp: str = "none"  # none | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    log_every: int = 20
+    ckpt_every: int = 500
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training phase needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    vat: VATConfig = field(default_factory=VATConfig)
+    vst: VSTConfig = field(default_factory=VSTConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the dataclasses."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Return ``value`` converted to the annotated type ``hint`` (tuples, optionals, numbers)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
+        args = typing.get_args(hint)
+        item = args[0]
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return bool(value)
+    if hint in (int, float, str):
+        try:
+            return hint(yaml.safe_load(value) if isinstance(value, str) and hint is not str else value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{name}: expected a section (mapping)")
+            kwargs[name] = _build(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Return a TrainConfig from a nested mapping (unknown keys are errors)."""
+    return _build(TrainConfig, data or {}, where)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Return ``cfg`` with ``section.key=value`` overrides applied."""
+    data = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--set {key}: unknown section {p!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"--set {key}: unknown key {leaf!r}; valid: {sorted(node)}")
+        node[leaf] = value
+    return config_from_dict(data, "--set")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Return the TrainConfig of a YAML file (defaults when ``path`` is None) plus overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from None
+        data.pop("base", None)
+    cfg = config_from_dict(data, str(path or "config"))
+    return apply_overrides(cfg, overrides or [])
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (the exact config a run used)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def with_run(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """Return ``cfg`` with fields of its ``run`` section replaced."""
+    return replace(cfg, run=replace(cfg.run, **changes))
