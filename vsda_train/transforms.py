@@ -1,0 +1,139 @@
+"""Clip transforms for training: one random geometry and photometry per clip.
+
+Frame ``t`` and frame ``t-k`` of a clip get the *same* rescale, crop, flip and colour
+change, so the optical flow between them stays valid (it is rescaled, cropped and
+mirrored along with them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from vsda_deploy.labels import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PHOTOMETRIC_LEVELS = ("none", "weak", "strong")
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Colour jitter, blur and noise strengths of one augmentation level."""
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue_deg: float
+    blur_prob: float
+    noise_std: float
+
+    @staticmethod
+    def level(name: str) -> Photometric | None:
+        if name not in PHOTOMETRIC_LEVELS:
+            raise ValueError(f"photometric augmentation {name!r}: choose from {PHOTOMETRIC_LEVELS}")
+        return {
+            "none": None,
+            "weak": Photometric(0.15, 0.15, 0.15, 5.0, 0.0, 0.0),
+            "strong": Photometric(0.4, 0.4, 0.4, 15.0, 0.5, 6.0),
+        }[name]
+
+
+def _jitter_params(p: Photometric, rng: np.random.Generator) -> dict:
+    return {
+        "brightness": rng.uniform(1 - p.brightness, 1 + p.brightness),
+        "contrast": rng.uniform(1 - p.contrast, 1 + p.contrast),
+        "saturation": rng.uniform(1 - p.saturation, 1 + p.saturation),
+        "hue": rng.uniform(-p.hue_deg, p.hue_deg),
+        "blur": rng.uniform(0.5, 1.5) if rng.random() < p.blur_prob else 0.0,
+        "noise_seed": int(rng.integers(1 << 31)),
+        "noise_std": p.noise_std * rng.random(),
+    }
+
+
+def apply_photometric(image: np.ndarray, params: dict) -> np.ndarray:
+    """Return the RGB uint8 ``image`` with the given colour jitter, blur and noise applied."""
+    img = image.astype(np.float32) * params["brightness"]
+    mean = img.mean()
+    img = (img - mean) * params["contrast"] + mean
+    hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + params["hue"] / 2) % 180  # OpenCV hue is 0..180
+    hsv[..., 1] = np.clip(hsv[..., 1] * params["saturation"], 0, 255)
+    img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    if params["blur"] > 0:
+        img = cv2.GaussianBlur(img, (0, 0), params["blur"])
+    if params["noise_std"] > 0:
+        noise = np.random.default_rng(params["noise_seed"]).normal(0, params["noise_std"], img.shape)
+        img = img + noise.astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """Return a (3, H, W) float tensor of an RGB uint8 image, ImageNet-normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def _resize(frame, prev, label, flow, scale: float):
+    h, w = frame.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+    prev = cv2.resize(prev, size, interpolation=cv2.INTER_LINEAR)
+    if label is not None:
+        label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+    if flow is not None:
+        sx, sy = size[0] / w, size[1] / h
+        flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.array([sx, sy], np.float32)
+    return frame, prev, label, flow
+
+
+def _pad_to(a: np.ndarray | None, h: int, w: int, value: float) -> np.ndarray | None:
+    if a is None or (a.shape[0] >= h and a.shape[1] >= w):
+        return a
+    ph, pw = max(0, h - a.shape[0]), max(0, w - a.shape[1])
+    pad = ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2)
+    return np.pad(a, pad, constant_values=value)
+
+
+@dataclass(frozen=True)
+class ClipTransform:
+    """Random rescale, crop, horizontal flip and photometric change of a training clip."""
+
+    size: tuple[int, int]  # crop H, W
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    hflip: bool = True
+    photometric: str = "none"
+
+    def __call__(self, frame, prev, label, flow, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow`` (2,H,W) if given."""
+        scale = rng.uniform(*self.scale_range)
+        if scale != 1.0:
+            frame, prev, label, flow = _resize(frame, prev, label, flow, scale)
+        h, w = self.size
+        frame, prev = _pad_to(frame, h, w, 0), _pad_to(prev, h, w, 0)
+        label, flow = _pad_to(label, h, w, IGNORE_INDEX), _pad_to(flow, h, w, 0.0)
+        y = int(rng.integers(0, frame.shape[0] - h + 1))
+        x = int(rng.integers(0, frame.shape[1] - w + 1))
+        crop = (slice(y, y + h), slice(x, x + w))
+        frame, prev = frame[crop], prev[crop]
+        label = label[crop] if label is not None else None
+        flow = flow[crop] if flow is not None else None
+        if self.hflip and rng.random() < 0.5:
+            frame, prev = frame[:, ::-1], prev[:, ::-1]
+            label = label[:, ::-1] if label is not None else None
+            flow = flow[:, ::-1] * np.array([-1.0, 1.0], np.float32) if flow is not None else None
+        level = Photometric.level(self.photometric)
+        if level is not None:
+            params = _jitter_params(level, rng)
+            frame, prev = apply_photometric(frame, params), apply_photometric(prev, params)
+        out = {"frame": normalize(frame), "prev": normalize(prev)}
+        if label is not None:
+            out["label"] = torch.from_numpy(np.ascontiguousarray(label)).long()
+        if flow is not None:
+            out["flow"] = torch.from_numpy(np.ascontiguousarray(flow)).permute(2, 0, 1).float()
+        return out
