@@ -39,7 +39,7 @@ def test_flow_follows_rescale_crop_and_flip(seed: int) -> None:
 
 
 def test_pad_when_crop_is_larger_than_frame() -> None:
-    frame, prev, label, flow = _clip()
+    frame, prev, label, _ = _clip()
     out = ClipTransform(size=(80, 100), hflip=False)(frame, prev, label, None, np.random.default_rng(0))
     lab = out["label"].numpy()
     assert lab.shape == (80, 100) and (lab[64:] == 255).all() and (lab[:64, :96] == 0).all()
