@@ -58,6 +58,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     poly_power: float = 0.9
     iters: int = 40000
+    phase_iters: dict[str, int] = field(default_factory=dict)  # e.g. {vst: 20000}; default: iters
     warmup_iters: int = 0
     grad_clip: float | None = None
 
@@ -230,6 +231,12 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML (the exact config a run used)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def for_phase(cfg: TrainConfig, phase: str) -> TrainConfig:
+    """Return ``cfg`` with ``optim.iters`` set to the phase's own count when one is given."""
+    iters = cfg.optim.phase_iters.get(phase)
+    return cfg if iters is None else replace(cfg, optim=replace(cfg.optim, iters=int(iters)))
 
 
 def with_run(cfg: TrainConfig, **changes: Any) -> TrainConfig:

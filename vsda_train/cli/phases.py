@@ -1,24 +1,87 @@
-"""Training verbs (not built yet: see the training issue)."""
+"""`vsda-train source | vat | vst`: option parsing only; the phases live in vsda_train.phases."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
-
-def _not_built(verb: str) -> None:
-    typer.echo(f"vsda-train {verb}: not built yet (see the training issue)", err=True)
-    raise typer.Exit(2)
-
-
-def source() -> None:
-    """Supervised training on source clips (not built yet)."""
-    _not_built("source")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (configs/*.yaml)")
+SetOpt = typer.Option(None, "--set", "-s", help="override: section.key=value (repeatable)")
+NameOpt = typer.Option(None, "--name", help="run name: the folder runs/NAME (run.name)")
+ResumeOpt = typer.Option(False, "--resume", help="continue runs/NAME/last.pt exactly where it stopped")
+SeedOpt = typer.Option(None, "--seed", help="run.seed")
+AmpOpt = typer.Option(None, "--amp", help="none | bf16 | fp16 (run.amp)")
+DeviceOpt = typer.Option(None, "--device", help="cpu | cuda (run.device)")
 
 
-def vat() -> None:
-    """Phase 1: source loss + video adversarial training (not built yet)."""
-    _not_built("vat")
+def _config(config: Path | None, sets: list[str] | None, name: str | None, seed: int | None,
+            amp: str | None, device: str | None, phase: str):
+    from vsda_train.config import for_phase, load_config
+
+    extra = [f"run.{k}={v}" for k, v in (("name", name), ("seed", seed), ("amp", amp), ("device", device))
+             if v is not None]
+    return for_phase(load_config(config, list(sets or []) + extra), phase)
 
 
-def vst() -> None:
-    """Phase 2: video self-training on target clips (not built yet)."""
-    _not_built("vst")
+def _finish(run, evaluate: bool) -> None:
+    from vsda_train.evaluate import evaluate_run
 
+    if run.info.is_main:
+        typer.echo(f"checkpoint: {run.out / 'last.pt'}")
+        if evaluate and run.cfg.data.val:
+            evaluate_run(run)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run a phase; expected failures become one line and exit code 1."""
+    from vsda_train.checkpoint import CheckpointError
+    from vsda_train.config import ConfigError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+def source(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
+           resume: bool = ResumeOpt, seed: int | None = SeedOpt, amp: str | None = AmpOpt,
+           device: str | None = DeviceOpt,
+           oracle: bool = typer.Option(False, "--oracle", help="train on target-train labels (data.oracle)"),
+           photometric: str = typer.Option("none", help="photometric augmentation of source: none|weak|strong"),
+           evaluate: bool = typer.Option(True, "--eval/--no-eval", help="score data.val at the end")) -> None:
+    """Supervised training on source clips (or, with --oracle, on target-train labels)."""
+    from vsda_train.phases import train_source
+
+    cfg = _guard(_config, config, sets, name, seed, amp, device, "source")
+    run = _guard(train_source, cfg, resume=resume, oracle=oracle, photometric=photometric)
+    _guard(_finish, run, evaluate)
+
+
+def vat(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
+        resume: bool = ResumeOpt, seed: int | None = SeedOpt, amp: str | None = AmpOpt,
+        device: str | None = DeviceOpt,
+        init: Path | None = typer.Option(None, "--init", help="start from this checkpoint (e.g. source-only)"),
+        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="score data.val at the end")) -> None:
+    """Phase 1: source loss + video adversarial training (VAT)."""
+    from vsda_train.phases import train_vat
+
+    cfg = _guard(_config, config, sets, name, seed, amp, device, "vat")
+    run = _guard(train_vat, cfg, init=str(init) if init else None, resume=resume)
+    _guard(_finish, run, evaluate)
+
+
+def vst(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
+        resume: bool = ResumeOpt, seed: int | None = SeedOpt, amp: str | None = AmpOpt,
+        device: str | None = DeviceOpt,
+        init: Path = typer.Option(..., "--init", help="the VAT checkpoint that makes the pseudo labels"),
+        rounds: int | None = typer.Option(None, "--rounds", help="pseudo-label rounds (vst.rounds)"),
+        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="score data.val at the end")) -> None:
+    """Phase 2: video self-training on target clips with temporally consistent pseudo labels."""
+    from vsda_train.phases import train_vst
+
+    sets = list(sets or []) + ([f"vst.rounds={rounds}"] if rounds else [])
+    cfg = _guard(_config, config, sets, name, seed, amp, device, "vst")
+    run = _guard(train_vst, cfg, init=str(init), resume=resume)
+    _guard(_finish, run, evaluate)

@@ -1,0 +1,112 @@
+"""Scoring a model or checkpoint with the runtime's own metric code (``vsda_deploy``).
+
+Cityscapes-VPS specs go through :func:`vsda_deploy.evaluation.evaluate_predictor` — the
+same code ``vsda-train eval --pred`` and ``vsda-infer`` use — giving mIoU, VPQ and TC.
+Other labelled specs (Cityscapes-Seq, VIPER, SYNTHIA-Seq) give mIoU and per-class IoU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vsda_deploy.labels import get_label_space
+from vsda_deploy.metrics import ConfusionMatrix
+from vsda_train.checkpoint import CheckpointError, load_checkpoint
+from vsda_train.models import create_model
+from vsda_train.transforms import normalize
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Return ``(model in eval mode, checkpoint dict)`` rebuilt from a vsda checkpoint."""
+    ckpt = load_checkpoint(path)
+    conf = dict(ckpt.get("model_config") or {})
+    if "name" not in conf:
+        raise CheckpointError(f"{path}: checkpoint has no model_config; cannot rebuild the model")
+    name, num_classes = conf.pop("name"), conf.pop("num_classes")
+    model = create_model(name, num_classes, **conf)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {name} ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), ckpt
+
+
+def predictor(model: nn.Module, device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """Return ``predict(rgb uint8 HxWx3) -> train-id map (H, W) uint8`` for a segmenter."""
+    device = torch.device(device)
+
+    @torch.no_grad()
+    def predict(image: np.ndarray) -> np.ndarray:
+        model.eval()
+        logits = model(normalize(image).unsqueeze(0).to(device))
+        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+    return predict
+
+
+def evaluate_model(model: nn.Module, spec: str, split: str = "val", label_space: str = "viper15",
+                   device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Return the eval JSON (``miou``, ``iou``, ``vpq``…, percent) of ``model`` on a labelled spec."""
+    kind, _, root = spec.partition(":")
+    predict = predictor(model, device)
+    if kind == "cityscapes-vps":
+        from vsda_deploy.evaluation import evaluate_predictor
+
+        return evaluate_predictor(predict, root, split).to_json()
+    return _miou_only(predict, spec, split, label_space)
+
+
+def _miou_only(predict: Callable, spec: str, split: str, label_space: str) -> dict[str, Any]:
+    from vsda_train.data import build_dataset
+
+    space = get_label_space(label_space)
+    ds = build_dataset(spec, split=split, labels=True, label_space=label_space)
+    cm = ConfusionMatrix(space.num_classes)
+    for i in range(len(ds)):
+        s = ds[i]
+        cm.update(predict(s.frame), s.label)
+    iou = cm.iou()
+    keep = list(space.eval_classes)
+    return {
+        "miou": None if np.isnan(cm.miou(keep)) else float(cm.miou(keep)),
+        "iou": {space.classes[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in keep},
+        "vpq": None, "vpq_things": None, "vpq_stuff": None, "vpq_k": None, "tc": None,
+        "frames": len(ds), "notes": [f"{spec.partition(':')[0]}: mIoU only (VPQ needs Cityscapes-VPS)"],
+    }
+
+
+def write_eval(result: dict[str, Any], path: str | Path) -> None:
+    """Write the eval JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1))
+
+
+def evaluate_run(run: Any) -> dict[str, Any]:
+    """Score a finished run's last model on ``data.val``; write ``runs/NAME/eval.json`` and print it."""
+    cfg = run.cfg
+    result = evaluate_model(run.model, cfg.data.val, cfg.data.val_split, cfg.data.label_space, run.device)
+    result["checkpoint"] = str(run.out / "last.pt")
+    result["selection"] = "last checkpoint (no model selection on target labels)"
+    write_eval(result, run.out / "eval.json")
+    print_summary(result, f"{run.phase} · {cfg.run.name}")
+    return result
+
+
+def print_summary(result: dict[str, Any], title: str) -> None:
+    """Print a one-table summary (mIoU, VPQ, TC) with Rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("mIoU", "VPQ", "VPQ things", "VPQ stuff", "TC"):
+        table.add_column(col, justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    table.add_row(*(fmt(result.get(k)) for k in ("miou", "vpq", "vpq_things", "vpq_stuff", "tc")))
+    Console().print(table)

@@ -1,0 +1,427 @@
+"""The training phases: source-only, VAT (phase 1) and VST (phase 2), read top to bottom.
+
+Each phase is a loop over one step function: :func:`source_step`, :func:`vat_step`,
+:func:`vst_step`. Everything else (data streams, DDP, AMP, checkpoints, logs) is plumbing
+from :mod:`vsda_train.engine` and :mod:`vsda_train.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vsda_deploy.labels import IGNORE_INDEX, get_label_space
+from vsda_train import engine
+from vsda_train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vsda_train.config import TrainConfig, save_config
+from vsda_train.discriminator import ImageDiscriminator, VideoDiscriminator
+from vsda_train.flow import flow_provider, spec_root, warp
+from vsda_train.models import create_model
+from vsda_train.transforms import ClipTransform
+
+AUX_WEIGHT = 0.4
+PHASES = ("source", "vat", "vst")
+
+
+class TrainForward(nn.Module):
+    """Expose ``forward_train`` as ``forward`` so DistributedDataParallel sees the training pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Any:
+        return self.model.forward_train(x)
+
+
+@dataclass
+class Run:
+    """The state of one training run: model, optimisers, discriminators, iteration."""
+
+    cfg: TrainConfig
+    phase: str
+    out: Path
+    info: engine.DistInfo
+    device: torch.device
+    model: nn.Module
+    seg: nn.Module  # the model's training forward, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    precision: engine.Precision
+    np_rng: np.random.Generator
+    discs: dict[str, nn.Module] = field(default_factory=dict)
+    d_opts: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    it: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # phase state saved in checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Return the checkpoint dict (plain tensors and primitives: ``weights_only`` loads it)."""
+        return {
+            "phase": self.phase,
+            "iteration": self.it,
+            "model": engine.unwrap(self.model).state_dict(),
+            "model_config": engine.unwrap(self.model).config,
+            "label_space": self.cfg.data.label_space,
+            "optimizer": self.optimizer.state_dict(),
+            "discs": {k: engine.unwrap(d).state_dict() for k, d in self.discs.items()},
+            "d_opts": {k: o.state_dict() for k, o in self.d_opts.items()},
+            "scalers": {k: s.state_dict() for k, s in self.precision.scalers.items()},
+            "rng": rng_state(self.np_rng),
+            "config": self.cfg.to_dict(),
+            "extra": self.extra,
+        }
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        """Restore a checkpoint written by :meth:`state` (resume)."""
+        engine.unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for k, d in self.discs.items():
+            engine.unwrap(d).load_state_dict(ckpt["discs"][k])
+            self.d_opts[k].load_state_dict(ckpt["d_opts"][k])
+        for k, s in ckpt.get("scalers", {}).items():
+            self.precision.scaler(k).load_state_dict(s)
+        set_rng_state(ckpt["rng"], self.np_rng)
+        self.it = int(ckpt["iteration"])
+        self.extra = dict(ckpt.get("extra", {}))
+
+
+# --- losses -----------------------------------------------------------------------------
+
+
+def supervised_loss(out: Any, label: Tensor) -> Tensor:
+    """Return cross-entropy (ignore 255) of the logits plus ``AUX_WEIGHT`` x that of the aux logits."""
+    loss = F.cross_entropy(out.logits.float(), label, ignore_index=IGNORE_INDEX)
+    if out.aux_logits is not None:
+        loss = loss + AUX_WEIGHT * F.cross_entropy(out.aux_logits.float(), label, ignore_index=IGNORE_INDEX)
+    return loss
+
+
+def bce_to(logits: Tensor, domain: float) -> Tensor:
+    """Return the BCE-with-logits of discriminator logits against a constant domain label."""
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), domain))
+
+
+def video_context(logits_t: Tensor, logits_prev: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """Return ``(softmax(p_t), warp(softmax(p_{t-k})))``; out-of-view pixels of the warp are zero."""
+    p_t, p_prev = logits_t.float().softmax(1), logits_prev.float().softmax(1)
+    warped, valid = warp(p_prev, flow)
+    return p_t, warped * valid
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Within the block, ``module``'s parameters take no gradient (the segmenter's adversarial pass)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+# --- the steps --------------------------------------------------------------------------
+
+
+def source_step(run: Run, src: dict[str, Tensor]) -> dict[str, float]:
+    """One supervised step on a source batch (frame t only)."""
+    with run.precision.autocast():
+        loss = supervised_loss(run.seg(src["frame"]), src["label"])
+    run.precision.step("seg", loss, run.optimizer, run.model.parameters(), run.cfg.optim.grad_clip)
+    return {"loss_seg": loss.item()}
+
+
+def vat_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> dict[str, float]:
+    """One VAT step: source CE + adversarial loss on target clips, then the discriminators' update.
+
+    One forward pass segments source t, source t-k, target t and target t-k together (DDP
+    needs a single pass). The video discriminator sees ``[softmax(p_t), warp(softmax(p_{t-k}))]``
+    and learns source (1) vs target (0); the segmenter is trained to make target clips look
+    like source clips.
+    """
+    vat, n = run.cfg.vat, src["frame"].shape[0]
+    x = torch.cat([src["frame"], src["prev"], tgt["frame"], tgt["prev"]])
+    with run.precision.autocast():
+        out = run.seg(x)
+        logits = out.logits.split(n)
+        aux = out.aux_logits.split(n)[0] if out.aux_logits is not None else None
+        loss_seg = supervised_loss(type(out)(logits[0], aux, out.features), src["label"])
+    ctx = {
+        "src": video_context(logits[0], logits[1], src["flow"]),
+        "tgt": video_context(logits[2], logits[3], tgt["flow"]),
+    }
+    logs = {"loss_seg": loss_seg.item()}
+    loss = loss_seg
+    if "video" in run.discs:
+        with frozen(run.discs["video"]):
+            loss_adv = bce_to(engine.unwrap(run.discs["video"])(*ctx["tgt"]), 1.0)
+        loss = loss + vat.adv_weight * loss_adv
+        logs["loss_adv_video"] = loss_adv.item()
+    if "image" in run.discs:
+        with frozen(run.discs["image"]):
+            loss_adv_img = bce_to(engine.unwrap(run.discs["image"])(ctx["tgt"][0]), 1.0)
+        loss = loss + vat.image_adv_weight * loss_adv_img
+        logs["loss_adv_image"] = loss_adv_img.item()
+    run.precision.step("seg", loss, run.optimizer, run.model.parameters(), run.cfg.optim.grad_clip)
+    logs.update(discriminator_step(run, ctx))
+    return logs
+
+
+def discriminator_step(run: Run, ctx: dict[str, tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """Update each discriminator on detached source (1) and target (0) contexts; return its loss."""
+    logs = {}
+    for name, disc in run.discs.items():
+        parts = (0, 1) if name == "video" else (0,)
+        both = [torch.cat([ctx["src"][i], ctx["tgt"][i]]).detach() for i in parts]
+        n = ctx["src"][0].shape[0]
+        with run.precision.autocast():
+            d_out = disc(*both)
+            loss_d = 0.5 * (bce_to(d_out[:n], 1.0) + bce_to(d_out[n:], 0.0))
+        run.precision.step(f"d_{name}", loss_d, run.d_opts[name])
+        run.d_opts[name].zero_grad(set_to_none=True)
+        logs[f"loss_d_{name}"] = loss_d.item()
+    return logs
+
+
+def vst_step(run: Run, tgt: dict[str, Tensor]) -> dict[str, float]:
+    """One self-training step on target frames with their (temporally filtered) pseudo labels."""
+    with run.precision.autocast():
+        loss = supervised_loss(run.seg(tgt["frame"]), tgt["label"])
+    run.precision.step("seg", loss, run.optimizer, run.model.parameters(), run.cfg.optim.grad_clip)
+    return {"loss_st": loss.item()}
+
+
+# --- building a run ---------------------------------------------------------------------
+
+
+def num_classes_of(cfg: TrainConfig) -> int:
+    return get_label_space(cfg.data.label_space).num_classes
+
+
+def load_init(model: nn.Module, path: str) -> None:
+    """Load segmenter weights from a vsda checkpoint; a different architecture is one clear error."""
+    ckpt = load_checkpoint(path)
+    want, have = engine.unwrap(model).config, ckpt.get("model_config", {})
+    if have.get("num_classes") != want["num_classes"]:
+        raise CheckpointError(
+            f"{path}: checkpoint has {have.get('num_classes')} classes, the config asks for {want['num_classes']}")
+    if have.get("name") != want["name"]:
+        raise CheckpointError(f"{path}: checkpoint is a {have.get('name')!r}, the config builds {want['name']!r}")
+    engine.unwrap(model).load_state_dict(ckpt["model"])
+
+
+def build_run(cfg: TrainConfig, phase: str, init: str | None = None) -> Run:
+    """Return a fresh Run: seeded, model built (and initialised from ``init``), optimisers made."""
+    info = engine.init_distributed(cfg.run.device)
+    device = engine.resolve_device(cfg.run.device, info)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    np_rng = engine.seed_everything(cfg.run.seed, cfg.run.deterministic)
+    model = create_model(cfg.model.name, num_classes_of(cfg), cfg.model.pretrained, **cfg.model.kwargs)
+    if init:
+        load_init(model, init)
+    model.to(device)
+    if cfg.run.channels_last:
+        model.to(memory_format=torch.channels_last)
+    seg: nn.Module = TrainForward(model)
+    if cfg.run.compile:
+        seg = torch.compile(seg)
+    seg = engine.wrap_ddp(seg, info, device)
+    run = Run(cfg=cfg, phase=phase, out=Path(cfg.run.out_dir) / cfg.run.name, info=info, device=device,
+              model=model, seg=seg, optimizer=engine.build_optimizer(model, cfg),
+              precision=engine.Precision(cfg.run.amp, device), np_rng=np_rng)
+    if phase == "vat":
+        add_discriminators(run)
+    return run
+
+
+def add_discriminators(run: Run) -> None:
+    """Create the video (and optional per-frame) discriminators with their Adam optimisers."""
+    vat, c = run.cfg.vat, num_classes_of(run.cfg)
+    made = {}
+    if vat.video_disc:
+        made["video"] = VideoDiscriminator(c, vat.disc_width)
+    if vat.image_disc:
+        made["image"] = ImageDiscriminator(c, vat.disc_width)
+    if not made:
+        raise ValueError("vat: enable vat.video_disc and/or vat.image_disc")
+    for name, disc in made.items():
+        disc.to(run.device)
+        run.discs[name] = engine.wrap_ddp(disc, run.info, run.device)
+        run.d_opts[name] = torch.optim.Adam(disc.parameters(), lr=vat.disc_lr, betas=vat.disc_betas)
+
+
+def clip_stream(run: Run, spec: str, size: tuple[int, int], photometric: str, labels: bool,
+                with_flow: bool, seed_offset: int, label_fn: Any = None,
+                split: str = "train") -> Iterator[dict[str, Tensor]]:
+    """Return an endless stream of transformed batches of ``spec``, resumable at ``run.it``."""
+    from vsda_train.data import build_dataset
+
+    cfg = run.cfg
+    flow = None
+    if with_flow:
+        flow = flow_provider("dis", root=spec_root(spec), preset=cfg.data.flow_preset,
+                             cache=cfg.data.flow_cache, compute=cfg.data.compute_flow)
+    clips = build_dataset(spec, split=split, k=cfg.data.k, labels=labels, flow=flow,
+                          label_space=cfg.data.label_space)
+    transform = ClipTransform(size, cfg.data.scale_range, hflip=True, photometric=photometric)
+    data = engine.TrainClips(clips, transform, cfg.run.seed + seed_offset, labels=label_fn)
+    return engine.infinite_loader(data, cfg, run.it, run.info, seed_offset)
+
+
+def to_device(batch: dict[str, Tensor], run: Run) -> dict[str, Tensor]:
+    out = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+    if run.cfg.run.channels_last:
+        for k in ("frame", "prev"):
+            out[k] = out[k].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def train_loop(run: Run, step: Any, streams: list[Iterator[dict[str, Tensor]]], total: int,
+               start: int = 0, desc: str = "") -> None:
+    """Run ``step(run, *batches)`` from ``run.it`` to ``total`` with poly LR, logs and checkpoints."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cfg = run.cfg
+    log = engine.MetricLog(run.out / "log.csv", run.info.is_main)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[rate]:.2f} it/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[losses]}")]
+    with Progress(*columns, disable=not run.info.is_main or os.environ.get("VSDA_NO_PROGRESS") == "1",
+                  transient=False) as bar:
+        task = bar.add_task(desc or run.phase, total=total, completed=run.it, rate=0.0, losses="")
+        t0, it0 = time.perf_counter(), run.it
+        while run.it < total:
+            engine.poly_lr(run.optimizer, run.it - start, total - start, cfg.optim.poly_power, cfg.optim.warmup_iters)
+            batches = [to_device(next(s), run) for s in streams]
+            run.model.train()
+            logs = step(run, *batches)
+            run.optimizer.zero_grad(set_to_none=True)
+            run.it += 1
+            if run.it % cfg.run.log_every == 0 or run.it == total:
+                logs = engine.mean_over_ranks(logs, run.info, run.device)
+                log.write(run.it, {**logs, "lr": run.optimizer.param_groups[0]["lr"]})
+            rate = (run.it - it0) / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=run.it, rate=rate,
+                       losses=" ".join(f"{k[5:] if k.startswith('loss_') else k}={v:.3f}" for k, v in logs.items()))
+            if run.it % cfg.run.ckpt_every == 0 or run.it == total:
+                checkpoint(run)
+
+
+def checkpoint(run: Run) -> None:
+    """Write ``last.pt`` atomically (rank 0); a test may ask for a SIGKILL right after it."""
+    if run.info.is_main:
+        save_checkpoint(run.out / "last.pt", run.state())
+        kill_at = os.environ.get("VSDA_FAULT_KILL_AFTER_CKPT")  # fault injection for the resume test
+        if kill_at and run.it == int(kill_at):
+            os.kill(os.getpid(), signal.SIGKILL)
+    if run.info.enabled:
+        torch.distributed.barrier()
+
+
+def prepare_out(run: Run, resume: bool) -> None:
+    """Create the run folder, refuse to clobber a finished run unless resuming, save config.yaml."""
+    last = run.out / "last.pt"
+    if resume and last.exists():
+        ckpt = load_checkpoint(last)
+        if ckpt.get("phase") != run.phase:
+            raise CheckpointError(f"{last}: a {ckpt.get('phase')!r} run, cannot resume it as {run.phase!r}")
+        run.load_state(ckpt)
+    elif last.exists() and run.info.is_main:
+        raise FileExistsError(f"{run.out}: a run already exists here; pass --resume to continue it "
+                              "or choose another --name")
+    if run.info.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        save_config(run.cfg, run.out / "config.yaml")
+
+
+def train_source(cfg: TrainConfig, resume: bool = False, oracle: bool = False,
+                 photometric: str = "none") -> Run:
+    """Supervised training on source clips (``oracle``: on target-train labels instead)."""
+    run = build_run(cfg, "source")
+    prepare_out(run, resume)
+    spec = cfg.data.oracle if oracle else cfg.data.source
+    if not spec:
+        raise ValueError(f"data.{'oracle' if oracle else 'source'} is empty: give a dataset spec")
+    size = cfg.data.target_size if oracle else cfg.data.source_size
+    stream = clip_stream(run, spec, size, photometric, labels=True, with_flow=False, seed_offset=0)
+    train_loop(run, source_step, [stream], cfg.optim.iters)
+    return run
+
+
+def train_vat(cfg: TrainConfig, init: str | None = None, resume: bool = False) -> Run:
+    """Phase 1: source CE + video adversarial training on flow-aligned consecutive predictions."""
+    if not cfg.data.source or not cfg.data.target:
+        raise ValueError("vat needs data.source and data.target dataset specs")
+    run = build_run(cfg, "vat", init)
+    prepare_out(run, resume)
+    with_flow = cfg.vat.video_disc
+    src = clip_stream(run, cfg.data.source, cfg.data.source_size, "none", True, with_flow, seed_offset=0)
+    tgt = clip_stream(run, cfg.data.target, cfg.data.target_size, "none", False, with_flow, seed_offset=1)
+    if not with_flow:  # image-level adversarial training only: no flow needed
+        src, tgt = _zero_flow(src), _zero_flow(tgt)
+    train_loop(run, vat_step, [src, tgt], cfg.optim.iters)
+    return run
+
+
+def _zero_flow(stream: Iterator[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
+    for batch in stream:
+        f = batch["frame"]
+        yield {**batch, "flow": torch.zeros(f.shape[0], 2, *f.shape[-2:])}
+
+
+def train_vst(cfg: TrainConfig, init: str, resume: bool = False) -> Run:
+    """Phase 2: rounds of (pseudo labels from the current model, self-training on target)."""
+    from vsda_train.vst import make_pseudo_labels
+
+    if not cfg.data.target:
+        raise ValueError("vst needs data.target (the unlabelled target clips)")
+    run = build_run(cfg, "vst", init)
+    prepare_out(run, resume)
+    rounds, total = cfg.vst.rounds, cfg.optim.iters
+    per_round = total // rounds
+    while run.it < total:
+        r = min(run.it // per_round, rounds - 1)
+        folder = run.out / "pseudo" / f"round{r}"
+        if run.extra.get("pseudo_round") != r:
+            stats = make_pseudo_labels(run, folder)
+            run.extra = {"pseudo_round": r, "pseudo_stats": stats}
+        stream = clip_stream(run, cfg.data.target, cfg.data.target_size, cfg.vst.augment, labels=False,
+                             with_flow=False, seed_offset=2 + r, label_fn=PseudoLabels(folder))
+        end = total if r == rounds - 1 else (r + 1) * per_round
+        train_loop(run, vst_step, [stream], end, desc=f"vst round {r + 1}/{rounds}")
+    return run
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Load the pseudo label PNG of a target frame (picklable for DataLoader workers)."""
+
+    folder: Path
+
+    def __call__(self, meta: dict) -> np.ndarray:
+        import cv2
+
+        path = self.folder / Path(meta["name"]).with_suffix(".png").name
+        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if label is None:
+            raise FileNotFoundError(f"{path}: pseudo label missing (regenerate with vsda-train vst)")
+        return label
+
+
+def with_iters(cfg: TrainConfig, iters: int) -> TrainConfig:
+    return replace(cfg, optim=replace(cfg.optim, iters=iters))

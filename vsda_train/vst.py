@@ -1,0 +1,129 @@
+"""Making the pseudo labels of video self-training (VST) for a whole target set.
+
+Pass 1 predicts every target frame once, keeping its class map and confidence on disk
+and the per-class confidence histogram in memory. Pass 2 walks each video: class-balanced
+confidence selection, then the temporal filter with both neighbours warped by optical flow
+(occluded or out-of-view pixels do not vote). Labels go to ``<folder>/<frame name>.png``
+and the statistics to ``<folder>/stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from vsda_deploy.flow import occlusion_mask, warp
+from vsda_deploy.labels import IGNORE_INDEX, get_label_space
+from vsda_train.flow import flow_provider, spec_root
+from vsda_train.pseudo_labels import ConfidenceHistogram, PseudoLabelStats, select_confident, temporal_filter
+from vsda_train.transforms import normalize
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, frame: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Return softmax probabilities (C, H, W) of one RGB uint8 frame."""
+    model.eval()
+    x = normalize(frame).unsqueeze(0).to(device)
+    return model(x).float().softmax(1)[0].cpu()
+
+
+def _label_name(meta: dict) -> str:
+    return Path(meta["name"]).with_suffix(".png").name
+
+
+def make_pseudo_labels(run: Any, folder: Path) -> dict:
+    """Write the pseudo labels of every target frame into ``folder``; return their statistics."""
+    from vsda_train.data import build_dataset
+
+    cfg = run.cfg
+    space = get_label_space(cfg.data.label_space)
+    clips = build_dataset(cfg.data.target, split="train", k=cfg.data.k, labels=False, flow=None,
+                          label_space=cfg.data.label_space)
+    raw_dir = folder / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    model = run.model
+    hist = ConfidenceHistogram(space.num_classes)
+    names: dict[int, str] = {}
+    for i in range(len(clips)):  # pass 1: predictions and the confidence histogram
+        sample = clips[i]
+        names[i] = _label_name(sample.meta)
+        probs = predict_probs(model, sample.frame, run.device)
+        conf, label = probs.max(0)
+        hist.update(conf[None], label[None])
+        np.save(raw_dir / f"{i}.npy", np.stack([label.numpy().astype(np.float16), conf.numpy().astype(np.float16)]))
+    thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
+    gt = _oracle_labels(cfg)
+    flow = flow_provider("dis", root=spec_root(cfg.data.target), preset=cfg.data.flow_preset,
+                         cache=cfg.data.flow_cache, compute=cfg.data.compute_flow)
+    stats = PseudoLabelStats(space.num_classes)
+    for indices in clips.videos().values():  # pass 2: per video, confidence then time
+        for pos, i in enumerate(indices):
+            label, conf = _load_raw(raw_dir, i)
+            kept = select_confident(label, conf, thresholds)
+            if cfg.vst.temporal_filter:
+                kept = _filter_with_neighbours(clips, indices, pos, label, kept, flow, raw_dir, cfg)
+            cv2.imwrite(str(folder / names[i]), kept.numpy().astype(np.uint8))
+            stats.update(label, kept, gt.get(names[i]))
+    summary = stats.summary(space.classes)
+    summary["thresholds"] = {n: float(t) for n, t in zip(space.classes, thresholds.tolist())}
+    (folder / "stats.json").write_text(json.dumps(summary, indent=1))
+    for f in raw_dir.glob("*.npy"):
+        f.unlink()
+    raw_dir.rmdir()
+    return summary
+
+
+def _load_raw(raw_dir: Path, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    a = np.load(raw_dir / f"{i}.npy")
+    return torch.from_numpy(a[0].astype(np.int64)), torch.from_numpy(a[1].astype(np.float32))
+
+
+def _filter_with_neighbours(clips: Any, indices: list[int], pos: int, label: torch.Tensor,
+                            kept: torch.Tensor, flow: Any, raw_dir: Path, cfg: Any) -> torch.Tensor:
+    """Return ``kept`` with pixels set to 255 where a visible neighbour's prediction disagrees."""
+    key_t = clips.pair_keys(indices[pos])[0]
+    frame_t = None
+    warped, votes = [], []
+    for offset in cfg.vst.neighbours:
+        npos = pos + offset
+        if not 0 <= npos < len(indices):
+            continue
+        j = indices[npos]
+        key_n = clips.pair_keys(j)[0]
+        if frame_t is None:
+            frame_t = clips.frames(indices[pos])[0]
+        frame_n = clips.frames(j)[0]
+        flow_tn = flow(key_t, key_n, frame_t, frame_n)  # pixel of t -> where it is in the neighbour
+        label_n = _load_raw(raw_dir, j)[0].numpy().astype(np.uint8)
+        warped_n, valid = warp(label_n, flow_tn, nearest=True)
+        if cfg.vst.occlusion_check:
+            flow_nt = flow(key_n, key_t, frame_n, frame_t)
+            valid &= ~occlusion_mask(flow_nt, flow_tn)
+        warped.append(torch.from_numpy(warped_n.astype(np.int64))[None])
+        votes.append(torch.from_numpy(valid)[None])
+    if not warped:
+        return kept
+    return temporal_filter(kept[None], warped, votes)[0]
+
+
+def _oracle_labels(cfg: Any) -> dict[str, torch.Tensor]:
+    """Return target-train labels by frame name, when an oracle spec is configured (measurement only)."""
+    if not cfg.data.oracle:
+        return {}
+    from vsda_train.data import build_dataset
+
+    ds = build_dataset(cfg.data.oracle, split="train", k=cfg.data.k, labels=True, flow=None,
+                       label_space=cfg.data.label_space)
+    out = {}
+    for i in range(len(ds)):
+        s = ds[i]
+        out[_label_name(s.meta)] = torch.from_numpy(s.label.astype(np.int64))
+    return out
+
+
+__all__ = ["IGNORE_INDEX", "make_pseudo_labels", "predict_probs"]
