@@ -34,6 +34,7 @@ class DataConfig:
     batch_size: int = 2
     workers: int = 0
     flow_preset: str = "medium"
+    flow_scale: float = 1.0  # DIS at this fraction of the frame size (must match `vsda-train flow --scale`)
     flow_cache: str | None = None
     compute_flow: bool = True  # False: a missing cached pair is an error
 

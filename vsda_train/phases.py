@@ -272,7 +272,8 @@ def clip_stream(run: Run, spec: str, size: tuple[int, int], photometric: str, la
     flow = None
     if with_flow:
         flow = flow_provider("dis", root=spec_root(spec), preset=cfg.data.flow_preset,
-                             cache=cfg.data.flow_cache, compute=cfg.data.compute_flow)
+                             cache=cfg.data.flow_cache, compute=cfg.data.compute_flow,
+                             scale=cfg.data.flow_scale)
     clips = build_dataset(spec, split=split, k=cfg.data.k, labels=labels, flow=flow,
                           label_space=cfg.data.label_space)
     transform = ClipTransform(size, cfg.data.scale_range, hflip=True, photometric=photometric)

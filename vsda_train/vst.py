@@ -59,7 +59,8 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
     gt = _oracle_labels(cfg)
     flow = flow_provider("dis", root=spec_root(cfg.data.target), preset=cfg.data.flow_preset,
-                         cache=cfg.data.flow_cache, compute=cfg.data.compute_flow)
+                         cache=cfg.data.flow_cache, compute=cfg.data.compute_flow,
+                             scale=cfg.data.flow_scale)
     stats = PseudoLabelStats(space.num_classes)
     for indices in clips.videos().values():  # pass 2: per video, confidence then time
         for pos, i in enumerate(indices):
