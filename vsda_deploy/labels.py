@@ -174,3 +174,14 @@ def get_label_space(name: str) -> LabelSpace:
         return LABEL_SPACES[name]
     except KeyError:
         raise ValueError(f"unknown label space {name!r}; choose from {sorted(LABEL_SPACES)}") from None
+
+
+# SYNTHIA-Seq class ids (SYNTHIA-SEQS README: 0 void, 1 sky, 2 building, 3 road, 4 sidewalk,
+# 5 fence, 6 vegetation, 7 pole, 8 car, 9 traffic sign, 10 pedestrian, 11 bicycle,
+# 12 lane marking, 13-14 reserved, 15 traffic light) -> SYNTHIA12 train ids, as DA-VSN and
+# TPS map them: bicycle (the SYNTHIA cyclist) counts as rider, lane marking is void.
+SYNTHIA_SEQ_ID_TO_TRAIN = {
+    3: 0, 4: 1, 2: 2, 5: 3, 7: 4, 15: 5, 9: 6, 6: 7, 1: 8, 10: 9, 11: 10, 8: 11,
+}
+SYNTHIA_SEQ_NUM_IDS = 16
+SYNTHIA_SEQ_LUT = make_lut(SYNTHIA_SEQ_ID_TO_TRAIN)
