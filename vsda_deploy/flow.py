@@ -20,7 +20,8 @@ DIS_PRESETS = {
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
-    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    # DIS rejects non-contiguous views (e.g. crops): "I0.isContinuous()"
+    return np.ascontiguousarray(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
 
 
 def create_dis(preset: str = "medium") -> cv2.DISOpticalFlow:
@@ -52,12 +53,11 @@ def warp(data: np.ndarray, flow: np.ndarray, nearest: bool = False) -> tuple[np.
     if data.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
         src = data.astype(np.float32)
     channels = 1 if src.ndim == 2 else src.shape[2]
-    if channels <= 4:
+    if channels in (1, 3, 4):
         out = cv2.remap(src, map_x, map_y, interp, borderMode=cv2.BORDER_REPLICATE)
-    else:  # OpenCV remaps at most 4 channels at once
-        out = np.concatenate(
-            [cv2.remap(src[..., i:i + 4], map_x, map_y, interp, borderMode=cv2.BORDER_REPLICATE)
-             .reshape(h, w, -1) for i in range(0, channels, 4)], axis=2)
+    else:  # plane by plane: OpenCV remaps at most 4 channels and 2-channel chunks lose precision
+        out = np.stack([cv2.remap(np.ascontiguousarray(src[..., i]), map_x, map_y, interp,
+                                  borderMode=cv2.BORDER_REPLICATE) for i in range(channels)], axis=2)
     return out.astype(data.dtype, copy=False), valid
 
 

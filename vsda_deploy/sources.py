@@ -1,0 +1,480 @@
+"""Frame sources of the streaming runtime (numpy + OpenCV, no torch).
+
+``open_source(spec)`` opens a webcam (``camera0`` / ``0``), a V4L2 device (``/dev/video0``), a video
+file, an image folder or glob, an ``rtsp://`` / ``rtmp://`` / ``http(s)://`` stream or a GStreamer
+pipeline (``gst:...``) and returns a ``FrameSource``: an iterator of ``Frame(index, timestamp,
+image, name)`` with RGB uint8 images, counters and ``close()`` (also a context manager).
+
+* Files and folders are read losslessly in order; with ``realtime=True`` they are paced at their
+  FPS and the frames a slow consumer misses are dropped.
+* Live sources capture in a daemon thread into a one-slot buffer that always holds the newest
+  frame: a slow consumer drops frames instead of falling behind, so latency stays bounded.
+* A live source that stops delivering is reopened with exponential back-off; after
+  ``max_reconnects`` failed attempts the iterator ends and ``source.error`` says why.
+
+Counters: ``read`` good frames the source produced (delivered or dropped); ``dropped`` of those,
+never delivered because the consumer was behind; ``corrupt`` unreadable frames skipped;
+``reconnects`` attempts to reopen a live source. ``Frame.index`` numbers every frame slot of the
+source (read, corrupt or lost in an outage), so a jump in ``index`` tells the consumer that frames
+were skipped (temporal state should be reset there). ``Frame.timestamp`` is ``time.monotonic()``
+when the frame was captured, so ``time.monotonic() - frame.timestamp`` is its age.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+LIVE_KINDS = ("camera", "device", "url", "gst")
+DEFAULT_FPS = 30.0  # pacing of a folder (or of a video that reports no FPS) under realtime=True
+MAX_BACKOFF_S = 10.0
+MAX_BAD_RUN = 25  # unreadable frames in a row after which a file has ended / a live source is reopened
+STREAM_TIMEOUT_MS = 5000  # a dead network stream then fails its read (and is reopened) instead of hanging
+
+
+class SourceError(ValueError):
+    """A source that cannot be opened; the message starts with the source spec."""
+
+
+class Frame(NamedTuple):
+    """One frame of a source: slot index, capture time (monotonic s), RGB uint8 image, name."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    name: str
+
+
+class Capture(Protocol):
+    """The part of ``cv2.VideoCapture`` that sources use (fakes implement the same)."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def isOpened(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def get(self, prop_id: int) -> float: ...
+
+
+CaptureFactory = Callable[[str | int, int], Capture]
+
+
+def open_capture(target: str | int, api: int) -> cv2.VideoCapture:
+    """Return ``cv2.VideoCapture(target, api)``; network streams get open and read timeouts."""
+    if isinstance(target, str) and target.lower().startswith(URL_SCHEMES):
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        return cv2.VideoCapture(target, api, timeouts)
+    return cv2.VideoCapture(target, api)
+
+
+@functools.cache
+def has_gstreamer() -> bool:
+    """Return whether this OpenCV build can open GStreamer pipelines."""
+    return re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()) is not None
+
+
+def redact(spec: str) -> str:
+    """Return ``spec`` with URL credentials (``user:password@``) masked, for messages and logs."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", spec)
+
+
+def natural_key(text: str) -> list:
+    """Return a sort key that orders ``frame2`` before ``frame10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def parse_source(spec: str) -> tuple[str, str | int]:
+    """Return ``(kind, target)``: kind is camera|device|url|gst|video|image|folder|glob."""
+    text = spec.strip()
+    if not text:
+        raise SourceError("'': empty source; give camera0, a file, a folder, a glob, a URL or gst:PIPELINE")
+    if text.startswith("gst:"):
+        return "gst", text[4:].strip()
+    if text.lower().startswith(URL_SCHEMES):
+        return "url", text
+    camera = re.fullmatch(r"(?:camera|cam)?(\d+)", text)
+    if camera:
+        return "camera", int(camera.group(1))
+    if text.startswith("/dev/"):
+        return "device", text
+    if any(c in text for c in "*?["):
+        return "glob", os.path.expanduser(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "folder", str(path)
+    return ("image" if path.suffix.lower() in IMAGE_EXTENSIONS else "video"), str(path)
+
+
+def _to_rgb(bgr: np.ndarray | None) -> np.ndarray | None:
+    """Return an OpenCV frame as RGB uint8 (H, W, 3), or None for an empty (corrupt) frame."""
+    if bgr is None or bgr.size == 0 or bgr.dtype != np.uint8:
+        return None
+    if bgr.ndim == 2 or bgr.shape[2] == 1:
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray | None:
+    """Return the image at ``path`` as RGB uint8, or None when it cannot be read or decoded."""
+    try:  # imdecode(fromfile) rather than imread: also reads non-ASCII paths on Windows
+        data = np.fromfile(path, dtype=np.uint8)
+        return _to_rgb(cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None)
+    except (OSError, cv2.error):
+        return None
+
+
+class FrameSource:
+    """An iterator of ``Frame`` with counters (read, dropped, corrupt, reconnects) and ``close()``."""
+
+    live = False
+
+    def __init__(self, spec: str, fps: float | None = None) -> None:
+        self.spec = redact(spec)
+        self.fps = fps
+        self.read = self.dropped = self.corrupt = self.reconnects = 0
+        self.error: str | None = None  # why the stream ended early, when it did
+
+    def __iter__(self) -> FrameSource:
+        return self
+
+    def __next__(self) -> Frame:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the source; iteration then ends."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def counters(self) -> dict[str, int]:
+        """Return the frame counters as a dict (the report's ``frames`` and ``reconnects``)."""
+        return {"read": self.read, "dropped": self.dropped, "corrupt": self.corrupt,
+                "reconnects": self.reconnects}
+
+    def _ended(self) -> None:
+        if self.read == 0 and self.corrupt > 0 and self.error is None:
+            self.error = f"{self.spec}: none of its {self.corrupt} frames could be read"
+            log.error(self.error)
+
+
+class _Pacer:
+    """Paces a file at ``fps`` from the first frame asked for, as a player would show it."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.start: float | None = None
+
+    def overdue(self, index: int) -> int:
+        """Return how many frames from ``index`` on are already past; else sleep until it is due."""
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now - index * self.period
+        late = int((now - self.start) / self.period) - index
+        if late <= 0:
+            time.sleep(max(0.0, self.start + index * self.period - now))
+        return max(late, 0)
+
+
+class ImageSequenceSource(FrameSource):
+    """Frames from a list of image files (a folder or a glob, naturally sorted)."""
+
+    def __init__(self, spec: str, paths: list[Path], *, realtime: bool = False, fps: float | None = None):
+        super().__init__(spec, fps or DEFAULT_FPS)
+        self.paths = paths
+        self._next = 0
+        self._pacer = _Pacer(self.fps) if realtime else None
+
+    def __next__(self) -> Frame:
+        while self._next < len(self.paths):
+            if self._pacer is not None:  # skip what the consumer missed, but always show the last frame
+                skip = min(self._pacer.overdue(self._next), len(self.paths) - 1 - self._next)
+                self._next += skip
+                self.read += skip
+                self.dropped += skip
+            index, path = self._next, self.paths[self._next]
+            self._next += 1
+            image = read_image_rgb(path)
+            if image is None:
+                self.corrupt += 1
+                log.warning("%s: unreadable image, skipped", path)
+                continue
+            self.read += 1
+            return Frame(index, time.monotonic(), image, path.stem)
+        self._ended()
+        raise StopIteration
+
+    def close(self) -> None:
+        self._next = len(self.paths)
+
+
+class VideoFileSource(FrameSource):
+    """Frames of a video file, decoded in order (paced at its FPS under ``realtime``)."""
+
+    def __init__(self, spec: str, path: Path, factory: CaptureFactory, *, realtime: bool = False,
+                 fps: float | None = None) -> None:
+        super().__init__(spec)
+        cap = factory(str(path), cv2.CAP_ANY)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{path}: cannot open as a video (not a video file, or no OpenCV backend "
+                              f"decodes it)")
+        file_fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps or (file_fps if 0 < file_fps < 1000 else DEFAULT_FPS)
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if 0 < count < 1e12 else 0  # streams report -1 or nan
+        self._cap: Capture | None = cap
+        self._stem = path.stem
+        self._next = 0
+        self._pacer = _Pacer(self.fps) if realtime else None
+
+    def __next__(self) -> Frame:
+        if self._cap is None:
+            raise StopIteration
+        if self._pacer is not None:  # skip what the consumer missed, but always show the last frame
+            last = self.frame_count - 1 if self.frame_count else None
+            skip = self._pacer.overdue(self._next)
+            self._skip(skip if last is None else min(skip, last - self._next))
+        failed = bad = 0
+        while bad < MAX_BAD_RUN:
+            ok, bgr = self._cap.read()
+            index = self._next
+            self._next += 1
+            image = _to_rgb(bgr) if ok else None
+            if image is not None:
+                self.corrupt += failed  # failed reads followed by a good frame were corrupt frames
+                self.read += 1
+                return Frame(index, time.monotonic(), image, f"{self._stem}_{index:06d}")
+            bad += 1
+            if ok:
+                self.corrupt += 1
+            else:  # a failed read is a corrupt frame only if the file goes on, else it is the end
+                failed += 1
+        self._finish(end=self._next - bad)
+        raise StopIteration
+
+    def _skip(self, frames: int) -> None:
+        grab = getattr(self._cap, "grab", None)
+        for _ in range(frames):
+            ok = grab() if grab is not None else self._cap.read()[0]
+            if not ok:
+                return
+            self._next += 1
+            self.read += 1
+            self.dropped += 1
+
+    def _finish(self, end: int) -> None:
+        self.close()
+        if self.frame_count and end < self.frame_count - 1:  # the count is an estimate for some containers
+            log.warning("%s: stopped at frame %d of about %d (%d unreadable frames in a row)",
+                        self.spec, end, self.frame_count, MAX_BAD_RUN)
+        self._ended()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class LiveSource(FrameSource):
+    """A camera or stream captured in a daemon thread into a one-slot "latest frame" buffer."""
+
+    live = True
+
+    def __init__(self, spec: str, target: str | int, api: int, factory: CaptureFactory, *,
+                 label: str, open_error: str, max_reconnects: int = 5, backoff_s: float = 0.5) -> None:
+        super().__init__(spec)
+        self.max_reconnects = max_reconnects
+        self.backoff_s = backoff_s
+        self._target, self._api, self._factory, self._label = target, api, factory, label
+        cap = self._open()
+        if cap is None:
+            raise SourceError(f"{self.spec}: {open_error}")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else None
+        self._slot: Frame | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._capture, args=(cap,), daemon=True,
+                                        name=f"vsda-capture-{label}")
+        self._thread.start()
+
+    def __next__(self) -> Frame:
+        with self._cond:
+            while self._slot is None and not self._done:
+                self._cond.wait(timeout=0.5)
+            if self._slot is None:
+                raise StopIteration
+            frame, self._slot = self._slot, None
+        return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._done = True
+            self._slot = None
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)  # a read blocked in the driver ends at its own timeout
+
+    def _open(self) -> Capture | None:
+        try:
+            cap = self._factory(self._target, self._api)
+        except cv2.error as exc:
+            log.warning("%s: open failed: %s", self.spec, exc)
+            return None
+        if not cap.isOpened():
+            cap.release()
+            return None
+        set_prop = getattr(cap, "set", None)
+        if set_prop is not None:  # fewer frames queued in the driver = lower latency (where supported)
+            set_prop(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def _publish(self, frame: Frame) -> None:
+        with self._cond:
+            if self._done:  # closed while this frame was being read
+                return
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = frame
+            self.read += 1
+            self._cond.notify()
+
+    def _capture(self, cap: Capture | None) -> None:
+        try:
+            self._capture_loop(cap)
+        except Exception as exc:  # the stream must end with a reason, not hang the consumer
+            self.error = f"{self.spec}: capture failed: {exc!r}"
+            log.error(self.error)
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _capture_loop(self, cap: Capture | None) -> None:
+        index = attempt = bad = 0
+        while not self._stop.is_set():
+            ok, bgr = cap.read() if cap is not None else (False, None)
+            stamp = time.monotonic()
+            image = _to_rgb(bgr) if ok else None
+            if image is not None:
+                attempt = bad = 0
+                self._publish(Frame(index, stamp, image, f"{self._label}_{index:06d}"))
+                index += 1
+                continue
+            if cap is not None:
+                index += 1  # the frame slot is lost either way
+            if ok:
+                self.corrupt += 1
+                bad += 1
+                if bad < MAX_BAD_RUN:
+                    continue
+            cap = self._reconnect(cap, attempt := attempt + 1)
+            bad = 0
+            if cap is None and (self._stop.is_set() or self.error):
+                return
+        if cap is not None:
+            cap.release()
+
+    def _reconnect(self, cap: Capture | None, attempt: int) -> Capture | None:
+        """Return a reopened capture (None if this attempt failed) after the back-off delay."""
+        if cap is not None:
+            cap.release()
+        if attempt > self.max_reconnects:
+            self.error = (f"{self.spec}: stream lost; {self.max_reconnects} reconnect attempts failed"
+                          if self.max_reconnects else f"{self.spec}: stream lost (reconnects disabled)")
+            log.error(self.error)
+            return None
+        if self._stop.wait(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)):
+            return None
+        self.reconnects += 1
+        log.warning("%s: stream stopped, reconnect attempt %d of %d", self.spec, attempt, self.max_reconnects)
+        return self._open()
+
+
+def _list_images(kind: str, target: str, spec: str) -> list[Path]:
+    """Return the image files of a folder, glob or single image, naturally sorted."""
+    if kind == "image":
+        if not Path(target).is_file():
+            raise SourceError(f"{spec}: no such file or folder")
+        return [Path(target)]
+    found = Path(target).iterdir() if kind == "folder" else map(Path, glob.glob(target, recursive=True))
+    paths = sorted((p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                   key=lambda p: natural_key(str(p)))
+    if not paths:
+        what = "no images in this folder" if kind == "folder" else "no images match this pattern"
+        raise SourceError(f"{spec}: {what} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def _open_live(spec: str, kind: str, target: str | int, factory: CaptureFactory, **kwargs) -> LiveSource:
+    if kind == "camera":
+        return LiveSource(spec, target, cv2.CAP_ANY, factory, label=f"camera{target}", **kwargs,
+                          open_error=f"cannot open webcam {target} (no camera with that index, or in use)")
+    if kind == "device":
+        if not os.path.exists(target):
+            present = ", ".join(sorted(glob.glob("/dev/video*"), key=natural_key)) or "none"
+            raise SourceError(f"{spec}: no such video device (video devices present: {present})")
+        return LiveSource(spec, target, cv2.CAP_V4L2, factory, label=Path(target).name, **kwargs,
+                          open_error="cannot open the video device (not a capture device, or in use)")
+    if kind == "url":
+        return LiveSource(spec, target, cv2.CAP_FFMPEG, factory, label="stream", **kwargs,
+                          open_error="cannot open the stream (unreachable, wrong path or credentials, "
+                                     "or an unsupported codec)")
+    if not has_gstreamer():
+        raise SourceError(f"{spec}: this OpenCV build ({cv2.__version__} at {Path(cv2.__file__).parent}) has "
+                          f"no GStreamer support (getBuildInformation: 'GStreamer: NO'); use an OpenCV built "
+                          f"with GStreamer, e.g. the system OpenCV of JetPack")
+    return LiveSource(spec, target, cv2.CAP_GSTREAMER, factory, label="gst", **kwargs,
+                      open_error="GStreamer cannot start this pipeline (try it with gst-launch-1.0; "
+                                 "it must end in appsink)")
+
+
+def open_source(spec: str | os.PathLike, *, realtime: bool = False, fps: float | None = None,
+                max_reconnects: int = 5, backoff_s: float = 0.5,
+                capture_factory: CaptureFactory | None = None) -> FrameSource:
+    """Return an open ``FrameSource`` for ``spec``; ``SourceError`` names a source that cannot open.
+
+    ``realtime`` paces files and folders at ``fps`` (default: the file's, else 30) and drops what
+    the consumer misses; live sources always are. ``max_reconnects`` / ``backoff_s`` bound the
+    reopening of a live source that stops (delays backoff_s, 2 backoff_s, ... up to 10 s).
+    ``capture_factory(target, api)`` replaces ``cv2.VideoCapture`` (tests inject faults with it).
+    """
+    if max_reconnects < 0:
+        raise ValueError(f"max_reconnects must be >= 0, got {max_reconnects}")
+    if backoff_s < 0:
+        raise ValueError(f"backoff_s must be >= 0, got {backoff_s}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    factory = capture_factory or open_capture
+    spec = os.fspath(spec)
+    kind, target = parse_source(spec)
+    if kind in LIVE_KINDS:
+        return _open_live(spec, kind, target, factory, max_reconnects=max_reconnects, backoff_s=backoff_s)
+    if kind == "video":
+        path = Path(target)
+        if not path.exists():
+            raise SourceError(f"{spec}: no such file or folder")
+        return VideoFileSource(spec, path, factory, realtime=realtime, fps=fps)
+    return ImageSequenceSource(spec, _list_images(kind, str(target), spec), realtime=realtime, fps=fps)
