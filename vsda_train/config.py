@@ -46,6 +46,8 @@ class ModelConfig:
     name: str = "ddrnet23_slim"
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+    freeze_bn: bool = False  # BatchNorm in eval mode while training (the DeepLabV2 recipe at batch 1)
+    sync_bn: bool = True  # SyncBatchNorm under multi-GPU DDP (CUDA only; CPU/gloo keeps per-rank stats)
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,27 @@ class Run:
 # --- losses -----------------------------------------------------------------------------
 
 
+def labelled_pixels(label: Tensor) -> Tensor:
+    """Return the number of labelled pixels per rank, averaged over ranks (the CE normaliser).
+
+    Normalising every rank's summed loss by the *global* mean count makes DDP's gradient
+    average equal to the gradient of one process holding the whole global batch.
+    """
+    count = (label != IGNORE_INDEX).sum().double()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+        count = count / torch.distributed.get_world_size()
+    return count.clamp(min=1).float()
+
+
 def supervised_loss(out: Any, label: Tensor) -> Tensor:
     """Return cross-entropy (ignore 255) of the logits plus ``AUX_WEIGHT`` x that of the aux logits."""
-    loss = F.cross_entropy(out.logits.float(), label, ignore_index=IGNORE_INDEX)
+    norm = labelled_pixels(label)
+    ce = lambda logits: F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX,  # noqa: E731
+                                        reduction="sum") / norm
+    loss = ce(out.logits)
     if out.aux_logits is not None:
-        loss = loss + AUX_WEIGHT * F.cross_entropy(out.aux_logits.float(), label, ignore_index=IGNORE_INDEX)
+        loss = loss + AUX_WEIGHT * ce(out.aux_logits)
     return loss
 
 
@@ -232,6 +248,8 @@ def build_run(cfg: TrainConfig, phase: str, init: str | None = None) -> Run:
     if init:
         load_init(model, init)
     model.to(device)
+    if info.enabled and device.type == "cuda" and cfg.model.sync_bn and not cfg.model.freeze_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
     seg: nn.Module = TrainForward(model)
@@ -309,7 +327,7 @@ def train_loop(run: Run, step: Any, streams: list[Iterator[dict[str, Tensor]]], 
         while run.it < total:
             engine.poly_lr(run.optimizer, run.it - start, total - start, cfg.optim.poly_power, cfg.optim.warmup_iters)
             batches = [to_device(next(s), run) for s in streams]
-            run.model.train()
+            set_train_mode(run)
             logs = step(run, *batches)
             run.optimizer.zero_grad(set_to_none=True)
             run.it += 1
@@ -323,10 +341,30 @@ def train_loop(run: Run, step: Any, streams: list[Iterator[dict[str, Tensor]]], 
                 checkpoint(run)
 
 
+def parameter_checksum(model: nn.Module) -> float:
+    """Return the sum of |w| over all parameters (equal on every DDP rank when they agree)."""
+    return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+
+
+def set_train_mode(run: Run) -> None:
+    """Put the model in training mode; with ``model.freeze_bn`` BatchNorm keeps its running statistics."""
+    run.model.train()
+    if run.cfg.model.freeze_bn:
+        for m in run.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def checkpoint(run: Run) -> None:
     """Write ``last.pt`` atomically (rank 0); a test may ask for a SIGKILL right after it."""
-    if run.info.is_main:
-        save_checkpoint(run.out / "last.pt", run.state())
+    state = run.state() if run.info.is_main else None
+    if run.info.enabled:  # every rank's parameter checksum, so a test can see the ranks agree
+        sums: list[Any] = [None] * run.info.world_size
+        torch.distributed.all_gather_object(sums, parameter_checksum(run.model))
+        if state is not None:
+            state["rank_checksums"] = sums
+    if state is not None:
+        save_checkpoint(run.out / "last.pt", state)
         kill_at = os.environ.get("VSDA_FAULT_KILL_AFTER_CKPT")  # fault injection for the resume test
         if kill_at and run.it == int(kill_at):
             os.kill(os.getpid(), signal.SIGKILL)
