@@ -1,0 +1,85 @@
+"""Semantic -> video panoptic: components and ids that persist (vsda_deploy/panoptic.py)."""
+
+import numpy as np
+import pytest
+
+from vsda_deploy.panoptic import PanopticTracker, semantic_to_panoptic, thing_components
+
+ROAD, SKY, PERSON, CAR = 0, 8, 9, 10
+H, W = 48, 80
+
+
+def _label(car_x: int, person_x: int | None = 60) -> np.ndarray:
+    label = np.full((H, W), ROAD, np.uint8)
+    label[:12] = SKY
+    label[20:32, car_x:car_x + 16] = CAR
+    if person_x is not None:
+        label[16:40, person_x:person_x + 6] = PERSON
+    return label
+
+
+def _frame(car_x: int, rng_seed: int = 0) -> np.ndarray:
+    """Return a textured RGB frame: a static background and a textured car at ``car_x``."""
+    rng = np.random.default_rng(rng_seed)
+    frame = (rng.random((H, W, 3)) * 120).astype(np.uint8)
+    car = 130 + (np.random.default_rng(1).random((12, 16, 3)) * 120).astype(np.uint8)
+    frame[20:32, car_x:car_x + 16] = car
+    return frame
+
+
+def test_components_split_each_thing_class_and_drop_tiny_ones() -> None:
+    label = _label(4)
+    label[20:32, 40:50] = CAR  # a second car
+    label[44:46, 2:4] = CAR  # 4 px speckle
+    comp, classes, areas = thing_components(label, {PERSON, CAR}, min_area=5)
+    assert sorted(zip(classes, areas)) == [(PERSON, 144), (CAR, 120), (CAR, 192)]
+    assert comp[45, 2] == 0 and comp[0, 0] == 0
+    assert len(np.unique(comp[(label == CAR) & (comp > 0)])) == 2
+
+
+def test_translated_object_keeps_its_id_with_true_flow() -> None:
+    tracker = PanopticTracker(min_area=0)
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = -10  # the car moves 10 px right per frame; the person is static
+    flow[:, 56:] = 0
+    first = tracker.update(_label(4))
+    car_id, person_id = first[25, 10], first[25, 62]
+    assert car_id > 0 and person_id > 0 and car_id != person_id
+    assert (first[_label(4) == ROAD] == 0).all()  # stuff has no instance
+    for t in (1, 2, 3):
+        inst = tracker.update(_label(4 + 10 * t), flow=flow)
+        assert inst[25, 4 + 10 * t + 5] == car_id and inst[25, 62] == person_id
+        assert set(np.unique(inst).tolist()) == {0, car_id, person_id}
+
+
+def test_sparse_frames_link_through_dis_flow_not_without_it() -> None:
+    # 12 px per step (e.g. every 5th frame): the car masks overlap only 4/28 without motion
+    xs = (4, 16, 28, 40)
+    labels = [_label(x, person_x=None) for x in xs]
+    with_flow = semantic_to_panoptic(labels, [_frame(x) for x in xs], min_area=0)
+    ids = [inst[25, x + 8] for inst, x in zip(with_flow, xs)]
+    assert ids[0] > 0 and ids == [ids[0]] * 4
+    without = semantic_to_panoptic(labels, None, min_area=0)
+    assert len({inst[25, x + 8] for inst, x in zip(without, xs)}) == 4  # a new id each time
+
+
+def test_new_object_and_class_change_get_new_ids() -> None:
+    tracker = PanopticTracker(min_area=0)
+    a = tracker.update(_label(4, person_x=None))
+    b_label = _label(4, person_x=60)
+    b_label[20:32, 4:20] = PERSON  # the car became a person: same pixels, other class
+    b = tracker.update(b_label)
+    assert len({a[25, 10], b[25, 10], b[25, 62]}) == 3
+    tracker.reset()
+    assert tracker.update(_label(4, person_x=None))[25, 10] == 1  # ids restart per video
+
+
+def test_bad_input_is_an_error() -> None:
+    with pytest.raises(ValueError, match="link_iou"):
+        PanopticTracker(link_iou=0)
+    tracker = PanopticTracker()
+    with pytest.raises(ValueError, match="differ in size"):
+        tracker.update(_label(4), frame_rgb=np.zeros((10, 10, 3), np.uint8))
+    tracker.update(_label(4))
+    with pytest.raises(ValueError, match="reset"):
+        tracker.update(np.zeros((10, 10), np.uint8))

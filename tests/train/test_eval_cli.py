@@ -1,0 +1,62 @@
+"""`vsda-train eval --pred --gt`: table, JSON and one-line errors (vsda_train/cli/evaluate.py)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.deploy.test_evaluation import LABELLED, stem, write_label_preds, write_split
+from vsda_deploy import cityscapes_vps as vps
+from vsda_train.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def gt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("vps")
+    write_split(root)
+    return root
+
+
+def test_eval_prints_table_and_writes_json(gt_root: Path, tmp_path: Path) -> None:
+    write_label_preds(tmp_path / "pred", LABELLED)
+    out = tmp_path / "scores.json"
+    res = runner.invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--gt", f"cityscapes-vps:{gt_root}",
+                              "--split", "val", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "mIoU" in res.output and "VPQ k=15" in res.output and "person (thing)" in res.output
+    scores = json.loads(out.read_text())
+    assert scores["miou"] == pytest.approx(100) and scores["vpq"] == pytest.approx(100)
+    assert set(scores["vpq_k"]) == {"0", "5", "10", "15"} and scores["tc"] is None
+    assert {"iou", "vpq_things", "vpq_stuff"} <= set(scores) and scores["iou"]["road"] == pytest.approx(100)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("spec", "error: kitti:"),
+    ("missing", "missing: no prediction for 1 labelled frame(s)"),
+    ("size", "000005_leftImg8bit.png: prediction is 8x8 but its RGB frame is 64x40"),
+    ("segment", "segment id(s) [999] are in the PNG but not in the JSON"),
+])
+def test_eval_errors_are_one_line_exit_1(gt_root: Path, tmp_path: Path, case: str, message: str) -> None:
+    pred = tmp_path / case
+    gt = f"cityscapes-vps:{gt_root}"
+    if case == "spec":
+        gt = "kitti:/data"
+        write_label_preds(pred, LABELLED)
+    elif case == "missing":
+        write_label_preds(pred, LABELLED[:3])
+    elif case == "size":
+        write_label_preds(pred, LABELLED, edit=lambda t, s: np.zeros((8, 8), np.uint8) if t == 5 else s)
+    else:
+        seg = np.full((40, 64), 999, np.uint32)
+        for t in LABELLED:
+            vps.write_rgb_png(pred / "pan_pred" / f"{stem(t)}.png", vps.id_to_rgb(seg))
+        vps.dump_json(pred / "pred.json", {"annotations": [
+            {"image_id": stem(t), "segments_info": [{"id": 5, "category_id": 0}]} for t in LABELLED]})
+    res = runner.invoke(app, ["eval", "--pred", str(pred), "--gt", gt])
+    assert res.exit_code == 1
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
