@@ -80,6 +80,15 @@ def test_source_vat_vst_run_with_finite_losses(synth: Path, tmp_path: Path, monk
     saved = json.loads((vst.out / "eval.json").read_text())
     assert saved["miou"] == result["miou"] and set(saved["vpq_k"]) == {"0", "5", "10", "15"}
     assert load_checkpoint(vst.out / "last.pt")["iteration"] == 4
+    # `vsda-train eval CKPT --data` scores the checkpoint with the same code: same numbers
+    from typer.testing import CliRunner
+
+    from vsda_train.cli import app
+
+    res = CliRunner().invoke(app, ["eval", str(vst.out / "last.pt"), "--data", f"cityscapes-vps:{synth}/target",
+                                   "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e.json").read_text())["miou"] == saved["miou"]
 
 
 def test_resume_after_sigkill_matches_uninterrupted(synth: Path, tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""`vsda-train eval --pred PRED_DIR --gt cityscapes-vps:ROOT`: mIoU, VPQ and TC of a prediction folder."""
+"""`vsda-train eval`: mIoU, VPQ and TC of a prediction folder, or of a checkpoint on a dataset.
+
+    vsda-train eval --pred PRED_DIR --gt cityscapes-vps:ROOT [--split val] [--json OUT.json]
+    vsda-train eval CKPT --data cityscapes-vps:ROOT [--split val] [--json OUT.json]
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,32 @@ from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA
 
 
 def evaluate(
-    pred: Path = typer.Option(..., "--pred", help="prediction folder: pan_pred/ + pred.json, or one "
-                              "VIPER15 train-id PNG per frame named {stem}_leftImg8bit.png"),
-    gt: str = typer.Option(..., "--gt", help="ground truth, cityscapes-vps:ROOT"),
+    checkpoint: Path | None = typer.Argument(None, help="a vsda checkpoint (.pt) to score on --data"),
+    data: str | None = typer.Option(None, "--data", help="with CKPT: labelled dataset spec, e.g. "
+                                    "cityscapes-vps:ROOT (mIoU, VPQ, TC) or cityscapes-seq:ROOT (mIoU)"),
+    pred: Path | None = typer.Option(None, "--pred", help="prediction folder: pan_pred/ + pred.json, or one "
+                                     "VIPER15 train-id PNG per frame named {stem}_leftImg8bit.png"),
+    gt: str | None = typer.Option(None, "--gt", help="with --pred: ground truth, cityscapes-vps:ROOT"),
     split: str = typer.Option("val", "--split", help="split folder under ROOT"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the scores to this JSON file"),
+    device: str = typer.Option("cpu", "--device", help="with CKPT: cpu | cuda"),
     min_area: int = typer.Option(DEFAULT_MIN_AREA, "--min-area",
                                  help="label PNGs: thing components below this many pixels get no instance"),
     link_iou: float = typer.Option(DEFAULT_LINK_IOU, "--link-iou",
                                    help="label PNGs: mask IoU needed to carry an instance id to the next frame"),
 ) -> None:
-    """Score predictions against Cityscapes-VPS ground truth: mIoU, VPQ (k=0,5,10,15) and TC."""
+    """Score predictions (--pred/--gt) or a checkpoint (CKPT --data): mIoU, VPQ (k=0,5,10,15) and TC."""
+    if (checkpoint is None) == (pred is None):
+        typer.echo("error: give either CKPT --data SPEC or --pred DIR --gt SPEC", err=True)
+        raise typer.Exit(2)
     try:
+        if checkpoint is not None:
+            if not data:
+                raise ValueError("CKPT needs --data SPEC (e.g. cityscapes-vps:data/synth/target)")
+            _score_checkpoint(checkpoint, data, split, json_out, device)
+            return
+        if not gt:
+            raise ValueError("--pred needs --gt cityscapes-vps:ROOT")
         result = evaluate_folder(pred, parse_gt_spec(gt), split, min_area=min_area, link_iou=link_iou)
         if json_out is not None:
             dump_json(json_out, result.to_json())
@@ -33,4 +51,22 @@ def evaluate(
         raise typer.Exit(1) from None
     Console().print(render_result(result))
     if json_out is not None:
+        Console().print(f"wrote {json_out}")
+
+
+def _score_checkpoint(checkpoint: Path, data: str, split: str, json_out: Path | None, device: str) -> None:
+    from vsda_train.evaluate import evaluate_model, load_model, predictor, print_summary
+
+    model, ckpt = load_model(checkpoint, device)
+    if data.startswith("cityscapes-vps:"):
+        from vsda_deploy.evaluation import evaluate_predictor
+
+        result = evaluate_predictor(predictor(model, device), parse_gt_spec(data), split)
+        Console().print(render_result(result))
+        scores = result.to_json()
+    else:
+        scores = evaluate_model(model, data, split, ckpt.get("label_space", "viper15"), device)
+        print_summary(scores, f"{checkpoint} on {data}")
+    if json_out is not None:
+        dump_json(json_out, {**scores, "checkpoint": str(checkpoint)})
         Console().print(f"wrote {json_out}")
