@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 # Override: make test TORCH_SPEC='torch==2.5.1'
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.1' || echo 'torch==2.13.*')
 DEMO_DATA ?= data/synth
-RUNS ?= runs/demo
+RUNS_NAME ?= demo
+RUNS ?= runs/$(RUNS_NAME)
+DEMO_CONFIG ?= configs/synth_edge.yaml
 
 .PHONY: install test demo lint bench clean
 
@@ -26,10 +28,20 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# The main job end to end on the synthetic benchmark: generate it, score a colour-only
+# baseline, train source -> VAT -> VST, print the table. Re-running continues finished work.
 demo: install
-	$(BIN)/vsda-train synth $(DEMO_DATA) --seed 0
+	test -f $(DEMO_DATA)/summary.json || $(BIN)/vsda-train synth $(DEMO_DATA) --seed 0
 	$(BIN)/python -m benchmarks.colour_baseline --data $(DEMO_DATA) --pred-out $(RUNS)/colour_pred --json $(RUNS)/colour_baseline.json
 	$(BIN)/vsda-train eval --pred $(RUNS)/colour_pred --gt cityscapes-vps:$(DEMO_DATA)/target --split val --json $(RUNS)/colour_eval.json
+	$(BIN)/vsda-train source -c $(DEMO_CONFIG) --name $(RUNS_NAME)/source --resume
+	$(BIN)/vsda-train vat -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vat --init $(RUNS)/source/last.pt --resume
+	$(BIN)/vsda-train vst -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vst --init $(RUNS)/vat/last.pt --resume
+	$(BIN)/python -m benchmarks.report $(RUNS)/source $(RUNS)/vat $(RUNS)/vst --json $(RUNS)/table.json
+
+bench: install
+	$(BIN)/python -m benchmarks.metrics_speed --data $(DEMO_DATA) --json benchmarks/results/metrics_speed.json
+	$(BIN)/python -m benchmarks.adaptation --seeds 0,1,2 --out benchmarks/results/adaptation.json
 
 clean:
 	rm -rf $(VENV) runs data/synth .pytest_cache
