@@ -1,0 +1,76 @@
+"""What an exported model carries about itself, so ``vsda-infer`` needs nothing else.
+
+The same fields live in an ONNX file's ``metadata_props`` (string key/values) and in the
+``model.engine.json`` sidecar of a TensorRT plan. The graph's input is ``image``
+(N, 3, H, W) float (normalised RGB: ``(x / 255 - mean) / std``) and its output ``logits``
+(N, C, H, W) at the input resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+META_PREFIX = "vsda."
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Class names, palette, label space, input size, normalisation and provenance of a model."""
+
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    label_space: str = "viper15"
+    input_size: tuple[int, int] = (512, 1024)  # H, W the model was exported / optimised for
+    dynamic: bool = True  # height and width are dynamic axes
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    model_name: str = ""
+    model_config: dict[str, Any] = field(default_factory=dict)
+    checkpoint_sha256: str = ""
+    vsda_version: str = ""
+    things: tuple[int, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_props(self) -> dict[str, str]:
+        """Return the fields as ``{"vsda.<field>": JSON string}`` for ONNX ``metadata_props``."""
+        return {META_PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], where: str = "<model>") -> ModelMeta:
+        """Return the ModelMeta stored by :meth:`to_props`; a model without it is one clear error."""
+        values = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+        if "classes" not in values:
+            raise ValueError(f"{where}: no vsda metadata (classes, palette, normalisation); "
+                             "export it with vsda-export")
+        try:
+            data = {k: json.loads(v) for k, v in values.items() if k in cls.__dataclass_fields__}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: corrupt vsda metadata ({e})") from None
+        for key in ("classes", "things", "input_size", "mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if "palette" in data:
+            data["palette"] = tuple(tuple(c) for c in data["palette"])
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_onnx_meta(path: str) -> ModelMeta:
+    """Return the ModelMeta of an ONNX file, read with ONNX Runtime (no onnx package needed)."""
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for unreadable files
+        raise ValueError(f"{path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
+    return ModelMeta.from_props(sess.get_modelmeta().custom_metadata_map, path)
