@@ -1,0 +1,303 @@
+"""The synthetic sim-to-real benchmark: formats, determinism, persistence, domain gap, colour baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks import colour_baseline as cb
+from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.labels import IGNORE_INDEX, VIPER15, VIPER_CAR_ID, VIPER_LUT
+from vsda_train.cli import app
+from vsda_train.data.viper import viper_to_train
+from vsda_train.synth import SynthConfig, generate, total_frames
+from vsda_train.synth import shapes as S
+from vsda_train.synth.raster import _clip, hood_mask, rasterize
+from vsda_train.synth.scene import CameraPath, SceneObject, Street
+from vsda_train.synth.textures import fbm, value_noise
+from vsda_train.synth.writers import TRAIN_TO_VIPER
+
+TINY = SynthConfig(width=64, height=32, source_clips=2, source_val_clips=1, target_train_clips=2,
+                   target_val_clips=2, frames=10)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, TINY)
+    return out
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img
+
+
+def _labels(root: Path) -> dict[str, bytes]:
+    """Return ``{relative path: bytes}`` of every label file (VIPER cls/inst, panoptic PNGs, GT JSON)."""
+    def is_label(p: Path) -> bool:
+        return "cls" in p.parts or "inst" in p.parts or p.parent.name.startswith("panoptic") or (
+            p.suffix == ".json" and p.name != "summary.json")
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and is_label(p)}
+
+
+def _inst_path(root: Path, split: str, stem: str) -> Path:
+    return root / split / "panoptic_inst" / f"{stem}{vps.INST_SUFFIX}"
+
+
+# --- determinism and the output folder --------------------------------------------------------
+
+def test_same_seed_gives_byte_identical_labels(data: Path, tmp_path: Path) -> None:
+    generate(tmp_path / "again", TINY)
+    first, again = _labels(data), _labels(tmp_path / "again")
+    # cls + inst of 3 source clips, oracle panoptic_inst of 2 clips, 4 val frames x 2 formats, the JSON
+    assert len(first) == 2 * 3 * 10 + 2 * 10 + 4 * 2 + 1 and first.keys() == again.keys()
+    assert all(first[k] == again[k] for k in first)
+    other = SynthConfig(**{**TINY.__dict__, "seed": 1})
+    generate(tmp_path / "other", other)
+    changed = sum(first[k] != v for k, v in _labels(tmp_path / "other").items() if k in first)
+    assert changed > len(first) // 2
+
+
+def test_refuses_non_empty_output_without_force(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=f"^{tmp_path}: .*--force"):
+        generate(tmp_path, TINY)
+    result = CliRunner().invoke(app, ["synth", str(tmp_path), "--width", "64", "--height", "32"])
+    assert result.exit_code == 1
+    assert "--force" in result.output and len(result.output.strip().splitlines()) == 1
+    small = ["--width", "32", "--height", "16", "--source-clips", "1", "--source-val-clips", "0",
+             "--target-train-clips", "1", "--target-val-clips", "1", "--frames", "5", "--force"]
+    result = CliRunner().invoke(app, ["synth", str(tmp_path), *small])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # --force removes only what synth writes
+    assert json.loads((tmp_path / "summary.json").read_text())["counts"]["target_val"]["labelled_frames"] == 1
+
+
+def test_progress_ticks_once_per_frame(tmp_path: Path) -> None:
+    config = SynthConfig(width=32, height=16, source_clips=1, source_val_clips=1, target_train_clips=1,
+                         target_val_clips=1, frames=5)
+    ticks = []
+    generate(tmp_path, config, on_frame=lambda: ticks.append(1))
+    assert len(ticks) == total_frames(config) == 20
+
+
+def test_bad_option_is_one_clear_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--frames", "3"])
+    assert result.exit_code == 2 and "--frames" in result.output
+
+
+# --- source: the VIPER tree ----------------------------------------------------------------------
+
+def test_train_to_viper_inverts_the_viper_lut() -> None:
+    assert all(VIPER_LUT[TRAIN_TO_VIPER[c]] == c for c in range(VIPER15.num_classes))
+    assert TRAIN_TO_VIPER[IGNORE_INDEX] == 0 and VIPER_LUT[0] == IGNORE_INDEX
+
+
+def test_viper_tree_classes_instances_and_ego_vehicle(data: Path) -> None:
+    cls_files = sorted((data / "source" / "train" / "cls" / "001").glob("001_*.png"))
+    assert [p.name for p in cls_files] == [f"001_{i:05d}.png" for i in range(TINY.frames)]
+    for p in cls_files:
+        raw = _read(p)
+        inst = _read(data / "source" / "train" / "inst" / "001" / p.name)
+        assert raw.dtype == np.uint8 and raw.ndim == 2 and inst.dtype == np.uint16
+        assert _read(data / "source" / "train" / "img" / "001" / p.name).shape == (32, 64, 3)
+        assert raw[-1, 32] == VIPER_CAR_ID  # the hood, bottom centre
+        label = viper_to_train(raw, p)
+        assert label[-1, 32] == IGNORE_INDEX  # ... which the VIPER loader ignores as ego vehicle
+        things = np.isin(label, sorted(VIPER15.things))
+        assert (inst[things] > 0).all() and (inst[~things] == 0).all()  # no real car merged into the hood
+
+
+def test_instance_ids_persist_over_a_clip(data: Path) -> None:
+    root = data / "source" / "train"
+    owner: dict[int, set[int]] = {}
+    frames_seen: dict[int, int] = {}
+    for i in range(TINY.frames):
+        label = VIPER_LUT[_read(root / "cls" / "002" / f"002_{i:05d}.png")]
+        inst = _read(root / "inst" / "002" / f"002_{i:05d}.png")
+        for iid in np.unique(inst[inst > 0]).tolist():
+            owner.setdefault(iid, set()).update(np.unique(label[inst == iid]).tolist())
+            frames_seen[iid] = frames_seen.get(iid, 0) + 1
+    assert all(len(c) == 1 for c in owner.values())  # an id never changes class
+    assert sum(n == TINY.frames for n in frames_seen.values()) >= 3  # objects keep their id throughout
+
+
+# --- target: the Cityscapes-VPS tree ---------------------------------------------------------------
+
+def test_every_fifth_val_frame_is_labelled_and_train_is_not(data: Path) -> None:
+    target = data / "target"
+    all_frames = vps.list_frames(target, "val", "img_all")
+    labelled = vps.list_frames(target, "val", "img")
+    assert sorted(all_frames) == sorted(labelled) == ["0001", "0002"]
+    for video, paths in labelled.items():
+        assert [vps.parse_frame_name(p.name).index for p in paths] == [5, 10]
+        assert [vps.parse_frame_name(p.name).index for p in all_frames[video]] == list(range(1, 11))
+    assert len(vps.list_frames(target, "train", "img_all")["0002"]) == TINY.frames
+    assert not (target / "train" / "img").exists() and not (target / "train" / "panoptic_inst").exists()
+
+
+def test_panoptic_inst_and_official_video_gt_agree(data: Path) -> None:
+    target = data / "target"
+    gt = vps.load_json(vps.json_path(target, "val"))
+    stems = [a["image_id"] for a in gt["annotations"]]
+    assert stems == sorted(stems) and len(stems) == 4
+    assert [i["id"] for i in gt["images"]] == stems and gt["categories"] == vps.categories()
+    assert all(i["file_name"] == f"{i['id']}{vps.IMAGE_SUFFIX}" and (i["width"], i["height"]) == (64, 32)
+               for i in gt["images"])
+    for ann in gt["annotations"]:
+        sem, inst = vps.read_panoptic_inst(_inst_path(target, "val", ann["image_id"]))
+        seg = vps.rgb_to_id(vps.read_rgb_png(target / "val" / "panoptic_video" / ann["file_name"]))
+        sem2, inst2 = vps.from_segments(seg, ann["segments_info"])
+        assert (sem == sem2).all()
+        cs19 = vps.VIPER15_TO_CS19_LUT[sem].astype(np.int64)
+        assert (inst2 == np.where(inst > 0, (cs19 + 1) * 1000 + inst, 0)).all()
+        assert {s["area"] for s in ann["segments_info"]} and sum(s["area"] for s in ann["segments_info"]) \
+            == int((sem != IGNORE_INDEX).sum())
+
+
+def test_oracle_has_every_train_frame_labelled_as_links(data: Path) -> None:
+    frames = vps.list_frames(data / "target", "train", "img_all")
+    for paths in frames.values():
+        for p in paths:
+            link = data / "oracle" / "train" / "img_all" / p.name
+            assert link.read_bytes() == p.read_bytes()
+            assert os.stat(link).st_ino == os.stat(p).st_ino  # a hard link on this file system
+            stem = vps.parse_frame_name(p.name).stem
+            sem, _ = vps.read_panoptic_inst(_inst_path(data / "oracle", "train", stem))
+            assert sem.shape == (32, 64) and (sem != IGNORE_INDEX).mean() > .7
+    assert len(vps.list_frames(data / "oracle", "train", "img")["0001"]) == TINY.frames
+
+
+def test_val_videos_read_back(data: Path) -> None:
+    for video in ("0001", "0002"):
+        cap = cv2.VideoCapture(str(data / "videos" / f"val_{video}.mp4"))
+        count = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            assert frame.shape == (32, 64, 3)
+            count += 1
+        assert count == TINY.frames
+
+
+def test_summary_reports_class_frequencies(data: Path) -> None:
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["seed"] == 0 and summary["config"]["width"] == 64
+    for split in ("source_train", "target_train", "target_val"):
+        freq = summary["classes"][split]
+        assert set(freq["pixels_percent"]) == set(VIPER15.classes)
+        assert sum(freq["pixels_percent"].values()) + freq["void_percent"] == pytest.approx(100, abs=0.05)
+        for stuff in ("road", "building", "sky"):
+            assert freq["frames_percent"][stuff] == 100.0
+    assert (data / "contact_sheet.png").stat().st_size > 10_000
+
+
+# --- the domain gap ------------------------------------------------------------------------------
+
+def _road_interiors(img_dir: Path, labels: list[np.ndarray], images: list[Path]) -> np.ndarray:
+    """Return |Laplacian| of the gray images on road pixels away from any edge."""
+    out = []
+    for label, path in zip(labels, images):
+        gray = cv2.cvtColor(_read(path), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        inner = cv2.erode((label == 0).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        out.append(np.abs(cv2.Laplacian(gray, cv2.CV_32F))[inner])
+    return np.concatenate(out)
+
+
+def test_target_is_textured_noisy_and_darker_than_source(data: Path) -> None:
+    src = sorted((data / "source" / "train" / "img" / "001").glob("*.png"))
+    src_labels = [VIPER_LUT[_read(data / "source" / "train" / "cls" / "001" / p.name)] for p in src]
+    tgt = sorted((data / "oracle" / "train" / "img_all").glob("0001_*"))
+    stems = [vps.parse_frame_name(p.name).stem for p in tgt]
+    tgt_labels = [vps.read_panoptic_inst(_inst_path(data / "oracle", "train", stem))[0] for stem in stems]
+    src_hf, tgt_hf = _road_interiors(data, src_labels, src), _road_interiors(data, tgt_labels, tgt)
+    assert np.median(src_hf) == 0  # flat simulator shading: no texture inside a surface
+    assert np.median(tgt_hf) > 2  # asphalt grain, markings, sensor noise, JPEG
+    src_l = np.mean([cv2.cvtColor(_read(p), cv2.COLOR_BGR2GRAY).mean() for p in src])
+    tgt_l = np.mean([cv2.cvtColor(_read(p), cv2.COLOR_BGR2GRAY).mean() for p in tgt])
+    assert tgt_l < src_l  # the camera under-exposes the street
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+def test_clip_and_hood() -> None:
+    square = np.array([[0, 0], [2, 0], [2, 2], [0, 2]], float)
+    assert _clip(square, 0, 1.0, True).tolist() == [[1, 0], [2, 0], [2, 2], [1, 2]]
+    assert len(_clip(square, 1, 3.0, True)) == 0
+    hood = hood_mask(64, 32, 0.1)
+    assert hood[-1, 32] and hood[-3, 32] and not hood[-5, 32] and not hood[:20].any()
+    assert not hood_mask(64, 32, 0).any()
+
+
+def test_nearer_car_occludes_farther_one() -> None:
+    def car(inst: int, z: float) -> SceneObject:
+        shape = S.car(inst, 4.0, 1.8, 1.0).build()
+        return SceneObject(shape=shape, x=0.0, z=z, vz=0.0, heading=1.0, band=0, footprint=(-.9, .9, -2, 2),
+                           tone=0, jitter=np.zeros(3), seed=inst)
+    camera = CameraPath(x=0.0, height=1.5, pitch=0.0, speed=0.5, pan=0.0, pan_rate=0.0, pan_phase=0.0,
+                        focal=64.0)
+    ground = S.ShapeBuilder().ground(-50, 50, -10, 500, S.C["road"]).build()
+    # listed far car last: the painter's order must not depend on the list order
+    street = Street(ground=ground, objects=[car(1, 12.0), car(2, 30.0)], band_order=[0], camera=camera,
+                    sun=np.array([0, 1.0, 0]), lane_width=3.5, lanes=1)
+    geom = rasterize(street, 0, 64, 32, hood_mask(64, 32, 0))
+    inst = geom.instance()
+    assert inst[17, 32] == 1  # the near car covers the image centre below the horizon
+    assert (inst == 2).sum() < (inst == 1).sum()
+    assert geom.semantic()[-1, 5] == S.C["road"] and geom.semantic()[0, 5] == S.C["sky"]
+    geom_later = rasterize(street, 10, 64, 32, hood_mask(64, 32, 0))  # 5 m closer: the near car grows
+    assert (geom_later.instance() == 1).sum() > (inst == 1).sum()
+
+
+def test_value_noise_is_smooth_bounded_and_deterministic() -> None:
+    x = np.linspace(-3, 3, 601)
+    v = value_noise(x, 0.5 * x, 7)
+    assert v.min() >= 0 and v.max() <= 1 and np.abs(np.diff(v)).max() < 0.05
+    assert (value_noise(x, 0.5 * x, 7) == v).all() and not (value_noise(x, 0.5 * x, 8) == v).all()
+    lattice = value_noise(np.arange(5.0), np.zeros(5), 3)  # at lattice points: the hashed values
+    assert lattice.std() > 0.05 and (0 <= fbm(x, x, 1)).all() and (fbm(x, x, 1) <= 1).all()
+
+
+# --- the colour baseline ---------------------------------------------------------------------------
+
+def test_scores_of_a_known_confusion_matrix() -> None:
+    conf = np.zeros((15, 15), np.int64)
+    conf[0, 0], conf[0, 2], conf[2, 2] = 6, 2, 2  # road: 6 right, 2 called building
+    r = cb.scores(conf)
+    assert r["pixel_accuracy"] == 80.0
+    assert r["iou"]["road"] == 75.0 and r["iou"]["building"] == 50.0 and r["iou"]["sky"] is None
+    assert r["miou"] == 62.5
+
+
+def test_nearest_class_mean_prediction() -> None:
+    means = np.full((15, 3), np.nan)
+    means[0] = cb.to_lab(np.array([[[90, 90, 90]]], np.uint8))[0]
+    means[8] = cb.to_lab(np.array([[[120, 170, 230]]], np.uint8))[0]
+    rgb = np.array([[[80, 85, 90], [130, 175, 220]]], np.uint8)
+    assert cb.predict(means, rgb).tolist() == [[0, 8]]
+
+
+def test_colour_baseline_on_a_small_benchmark(data: Path, tmp_path: Path) -> None:
+    result = cb.run(data, tmp_path / "pred")
+    for key in ("source_fitted", "target_fitted"):
+        assert 0 < result[key]["pixel_accuracy"] <= 100 and 0 < result[key]["miou"] <= 100
+    assert result["frames"] == {"source": 2 * TINY.frames, "target_train": 2 * TINY.frames, "target_val": 4}
+    assert result["gap_pixel_accuracy"] == pytest.approx(
+        result["target_fitted"]["pixel_accuracy"] - result["source_fitted"]["pixel_accuracy"], abs=0.02)
+    preds = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert preds == sorted(p.name for p in (data / "target" / "val" / "img").iterdir())
+    pred = _read(tmp_path / "pred" / preds[0])
+    assert pred.dtype == np.uint8 and pred.shape == (32, 64) and pred.max() < 15
+    assert cb.main(["--data", str(data), "--json", str(tmp_path / "r.json")]) == 0
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["target_fitted"]["miou"] == result["target_fitted"]["miou"]
+    assert cb.main(["--data", str(tmp_path / "nowhere")]) == 2

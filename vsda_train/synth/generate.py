@@ -1,0 +1,211 @@
+"""Generate the synthetic sim-to-real video benchmark on disk (``vsda-train synth OUT``).
+
+``OUT/source``: a VIPER tree (train + val clips, labelled every frame). ``OUT/target``: a
+Cityscapes-VPS tree, train frames unlabelled, val labelled every ``label_every``-th frame
+with ``panoptic_inst``, ``panoptic_video`` and the official JSON. ``OUT/oracle``: the
+target-train frames (hard links) with labels, for oracle runs and pseudo-label accuracy
+only. ``OUT/videos``: the target-val clips as .mp4. ``OUT/contact_sheet.png`` and
+``OUT/summary.json``. Each clip draws from its own generator seeded by
+``(seed, domain, split, clip)``, so a seed fixes every byte of the label files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vsda_deploy.cityscapes_vps import dump_json, write_rgb_png
+from vsda_deploy.labels import IGNORE_INDEX, VIPER15
+from vsda_train.synth import writers as W
+from vsda_train.synth.config import SynthConfig
+from vsda_train.synth.raster import hood_mask, rasterize
+from vsda_train.synth.render import SourceLook, TargetLook, render_source, render_target
+from vsda_train.synth.scene import build_street
+
+OUTPUTS = ("source", "target", "oracle", "videos", "contact_sheet.png", "summary.json")
+_DOMAIN = {"source": 0, "target": 1}
+_SPLIT = {"train": 0, "val": 1}
+SHEET_ROWS = 3  # clips shown in the contact sheet
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One generated frame: image and exact labels."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    semantic: np.ndarray  # (H, W) uint8 VIPER15 train ids, 255 void
+    instance: np.ndarray  # (H, W) int32, persistent over the clip
+    hood: np.ndarray  # (H, W) bool, ego-vehicle hood
+
+
+class ClassCounter:
+    """Per-class pixel counts and the number of frames each class appears in."""
+
+    def __init__(self) -> None:
+        self.pixels = np.zeros(VIPER15.num_classes + 1, np.int64)  # last bin: void
+        self.frames_with = np.zeros(VIPER15.num_classes, np.int64)
+        self.frames = 0
+
+    def add(self, semantic: np.ndarray) -> None:
+        ids = np.where(semantic == IGNORE_INDEX, VIPER15.num_classes, semantic)
+        counts = np.bincount(ids.ravel(), minlength=VIPER15.num_classes + 1)
+        self.pixels += counts
+        self.frames_with += counts[:-1] > 0
+        self.frames += 1
+
+    def summary(self) -> dict:
+        """Return ``{pixels_percent, void_percent, frames_percent}`` (percent of all pixels / frames)."""
+        total = max(int(self.pixels.sum()), 1)
+        pct = 100 * self.pixels / total
+        return {
+            "pixels_percent": {n: round(float(p), 3) for n, p in zip(VIPER15.classes, pct)},
+            "void_percent": round(float(pct[-1]), 3),
+            "frames_percent": {n: round(100 * float(f) / max(self.frames, 1), 1)
+                               for n, f in zip(VIPER15.classes, self.frames_with)},
+        }
+
+
+def clip_rng(seed: int, domain: str, split: str, clip: int) -> np.random.Generator:
+    """Return the random generator of one clip (independent of every other clip)."""
+    return np.random.default_rng([seed, _DOMAIN[domain], _SPLIT[split], clip])
+
+
+def render_clip(config: SynthConfig, domain: str, rng: np.random.Generator) -> Iterator[Frame]:
+    """Yield the frames of one clip of ``domain`` (source | target)."""
+    w, h = config.width, config.height
+    layout = config.source_layout if domain == "source" else config.target_layout
+    street = build_street(layout, rng, config.frames, w)
+    hood = hood_mask(w, h, layout.hood_height)
+    look = SourceLook.draw(config.source_style, rng) if domain == "source" else TargetLook.draw(
+        config.target_style, rng)
+    for t in range(config.frames):
+        geom = rasterize(street, t, w, h, hood)
+        if domain == "source":
+            rgb = render_source(geom, street, config.source_style, look)
+        else:
+            rgb = render_target(geom, street, config.target_style, look, rng)
+        yield Frame(rgb, geom.semantic(), geom.instance(), hood)
+
+
+def total_frames(config: SynthConfig) -> int:
+    """Return how many frames ``generate`` renders."""
+    c = config
+    return (c.source_clips + c.source_val_clips + c.target_train_clips + c.target_val_clips) * c.frames
+
+
+def prepare_output(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``force``; with ``force`` remove only what ``generate`` writes."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out}: folder is not empty; pass --force to overwrite it")
+        for name in OUTPUTS:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def generate(out: str | Path, config: SynthConfig | None = None, force: bool = False,
+             on_frame: Callable[[], None] | None = None) -> dict:
+    """Write the benchmark to ``out`` and return its summary (also written to ``out/summary.json``)."""
+    config = config or SynthConfig()
+    out = Path(out)
+    prepare_output(out, force)
+    tick = on_frame or (lambda: None)
+    counters = {k: ClassCounter() for k in ("source_train", "source_val", "target_train", "target_val")}
+    sheet: dict[str, list[Frame]] = {"source": [], "target": []}
+    _write_source(out, config, counters, sheet["source"], tick)
+    annotations, videos = _write_target(out, config, counters, sheet["target"], tick)
+    W.write_vps_json(out / "target", "val", annotations, config.width, config.height)
+    _write_sheet(out / "contact_sheet.png", sheet)
+    summary = _summary(config, counters, len(annotations), videos)
+    dump_json(out / "summary.json", summary)
+    return summary
+
+
+def _write_source(out: Path, config: SynthConfig, counters: dict[str, ClassCounter], sheet: list[Frame],
+                  tick: Callable[[], None]) -> None:
+    """Write the VIPER tree ``out/source`` (train and val clips, every frame labelled)."""
+    for split, clips in (("train", config.source_clips), ("val", config.source_val_clips)):
+        for k in range(clips):
+            for t, fr in enumerate(render_clip(config, "source", clip_rng(config.seed, "source", split, k))):
+                W.write_viper_frame(out / "source", split, k + 1, t, fr.rgb, fr.semantic, fr.instance,
+                                    fr.hood)
+                counters[f"source_{split}"].add(fr.semantic)
+                if split == "train" and t == config.frames // 2 and k < SHEET_ROWS:
+                    sheet.append(fr)
+                tick()
+
+
+def _write_target(out: Path, config: SynthConfig, counters: dict[str, ClassCounter], sheet: list[Frame],
+                  tick: Callable[[], None]) -> tuple[list[dict], list[str]]:
+    """Write ``out/target``, ``out/oracle`` and the val videos; return the val annotations and videos."""
+    annotations, videos = [], []
+    for split, clips in (("train", config.target_train_clips), ("val", config.target_val_clips)):
+        for k in range(clips):
+            city = config.cities[k % len(config.cities)]
+            seq = k // len(config.cities) + (0 if split == "train" else 100)
+            video = W.ClipVideo(out / "videos" / f"val_{k + 1:04d}.mp4", config.fps, config.width,
+                                config.height) if split == "val" else None
+            for t, fr in enumerate(render_clip(config, "target", clip_rng(config.seed, "target", split, k))):
+                index = t + 1  # Cityscapes-VPS numbers frames from 1; every 5th (5, 10, ...) is labelled
+                stem = W.vps_stem(k + 1, index, city, seq, index)
+                path = W.write_vps_image(out / "target", split, "img_all", stem, fr.rgb)
+                counters[f"target_{split}"].add(fr.semantic)
+                tick()
+                if split == "train":
+                    for folder in ("img_all", "img"):
+                        W.link_or_copy(path, out / "oracle" / "train" / folder / path.name)
+                    W.write_vps_labels(out / "oracle", "train", stem, fr.semantic, fr.instance,
+                                       video_gt=False)
+                    continue
+                video.write(fr.rgb)
+                if index % config.label_every == 0:
+                    W.link_or_copy(path, out / "target" / "val" / "img" / path.name)
+                    annotations.append(W.write_vps_labels(out / "target", "val", stem, fr.semantic,
+                                                          fr.instance))
+                if t == config.frames // 2 and k < SHEET_ROWS:
+                    sheet.append(fr)
+            if video is not None:
+                video.close()
+                videos.append(str(video.path.relative_to(out)))
+    return annotations, videos
+
+
+def _write_sheet(path: Path, sheet: dict[str, list[Frame]]) -> None:
+    rows = []
+    for s, t in zip(sheet["source"], sheet["target"]):
+        rows.append([s.rgb, W.label_overlay(s.rgb, s.semantic, s.instance),
+                     t.rgb, W.label_overlay(t.rgb, t.semantic, t.instance)])
+    titles = ["source (simulator)", "source labels", "target (camera)", "target labels"]
+    write_rgb_png(path, W.contact_sheet(rows, titles))
+
+
+def _summary(config: SynthConfig, counters: dict[str, ClassCounter], labelled: int,
+             videos: list[str]) -> dict:
+    f = config.frames
+    return {
+        "seed": config.seed,
+        "size": [config.width, config.height],
+        "counts": {
+            "source_train": {"clips": config.source_clips, "frames": config.source_clips * f},
+            "source_val": {"clips": config.source_val_clips, "frames": config.source_val_clips * f},
+            "target_train": {"clips": config.target_train_clips, "frames": config.target_train_clips * f,
+                             "labelled_frames": 0, "oracle_labelled_frames": config.target_train_clips * f},
+            "target_val": {"clips": config.target_val_clips, "frames": config.target_val_clips * f,
+                           "labelled_frames": labelled},
+        },
+        "classes": {k: c.summary() for k, c in counters.items()},
+        "layout": {"source": "OUT/source (VIPER)", "target": "OUT/target (Cityscapes-VPS)",
+                   "oracle": "OUT/oracle (Cityscapes-VPS, target-train labels)", "videos": videos,
+                   "contact_sheet": "contact_sheet.png"},
+        "config": config.to_dict(),
+    }
