@@ -20,7 +20,6 @@ from rich.progress import (
 from rich.text import Text
 
 from vsda_deploy.flow import DIS_PRESETS
-from vsda_train.flow import DISFlowCache, default_cache_dir, flow_pairs, precompute_flow, spec_root
 
 
 class _PairRate(ProgressColumn):
@@ -41,6 +40,8 @@ def flow(
     workers: int = typer.Option(1, help="parallel DIS threads (OpenCV already spreads one over the cores)"),
 ) -> None:
     """Precompute the optical-flow cache of a dataset, skipping pairs already cached."""
+    from vsda_train.flow import DISFlowCache, default_cache_dir, flow_pairs, precompute_flow, spec_root
+
     if preset not in DIS_PRESETS:
         typer.echo(f"--preset {preset!r}: unknown DIS preset; choose from {sorted(DIS_PRESETS)}", err=True)
         raise typer.Exit(2)
