@@ -55,15 +55,15 @@ def run_row(row: str, seed: int, base: Any, out_dir: Path) -> dict:
     name = f"{row}_s{seed}"
     folder = out_dir / name
     if (folder / "eval.json").is_file():
-        return json.loads((folder / "eval.json").read_text())
-    cfg = with_run(base, seed=seed, name=name, out_dir=str(out_dir))
-    init = str(out_dir / f"{INIT[row]}_s{seed}" / "last.pt") if row in INIT else None
-    run = _train(row, cfg, init)
-    result = evaluate_run(run)
-    stats = run.extra.get("pseudo_stats")
-    if stats:
+        result = json.loads((folder / "eval.json").read_text())
+    else:
+        cfg = with_run(base, seed=seed, name=name, out_dir=str(out_dir))
+        init = str(out_dir / f"{INIT[row]}_s{seed}" / "last.pt") if row in INIT else None
+        result = evaluate_run(_train(row, cfg, init))
+    rounds = sorted((folder / "pseudo").glob("round*/stats.json"))
+    if rounds:  # the last round's pseudo labels: how right they were, how many were kept
+        stats = json.loads(rounds[-1].read_text())
         result["pseudo_labels"] = {k: stats.get(k) for k in ("kept_fraction", "accuracy_kept", "accuracy_raw")}
-        (folder / "eval.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -113,10 +113,10 @@ def markdown(summary: dict) -> str:
 
 
 def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print, overrides: list[str] | None = None) -> dict:
     from vsda_train.config import load_config
 
-    base = load_config(config)
+    base = load_config(config, overrides)
     results: dict[str, list[dict]] = {r: [] for r in rows}
     for seed in seeds:
         for row in ROWS:  # fixed order: a row's init is trained before it
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--runs", default="runs/adaptation", help="folder of the individual runs")
     p.add_argument("--out", default="benchmarks/results/adaptation.json")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="config override section.key=value (e.g. run.threads=1), repeatable")
     a = p.parse_args(argv)
     os.environ.setdefault("VSDA_NO_PROGRESS", "1")
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
         p.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
-    summary = run_benchmark(a.config, seeds, rows, Path(a.runs))
+    summary = run_benchmark(a.config, seeds, rows, Path(a.runs), overrides=a.overrides)
     summary["config"] = a.config
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(summary, indent=1))

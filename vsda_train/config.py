@@ -71,6 +71,7 @@ class VATConfig:
     """Phase 1: video adversarial training."""
 
     adv_weight: float = 1e-3  # segmenter's adversarial loss weight (video discriminator)
+    batch_size: int | None = None  # clips per domain in a VAT step (default: data.batch_size)
     disc_lr: float = 1e-4
     disc_betas: tuple[float, float] = (0.9, 0.99)
     disc_width: int = 64

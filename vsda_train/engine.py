@@ -151,9 +151,9 @@ class TrainClips(Dataset):
 
 
 def infinite_loader(dataset: TrainClips, cfg: TrainConfig, start_iter: int, info: DistInfo,
-                    seed_offset: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+                    seed_offset: int = 0, batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Return an endless iterator of collated training batches, resumable at ``start_iter``."""
-    sampler = ClipBatchSampler(len(dataset), cfg.data.batch_size, cfg.run.seed + seed_offset,
+    sampler = ClipBatchSampler(len(dataset), batch_size or cfg.data.batch_size, cfg.run.seed + seed_offset,
                                start_iter, info.rank, info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
                         persistent_workers=cfg.data.workers > 0)

@@ -282,7 +282,7 @@ def add_discriminators(run: Run) -> None:
 
 def clip_stream(run: Run, spec: str, size: tuple[int, int], photometric: str, labels: bool,
                 with_flow: bool, seed_offset: int, label_fn: Any = None,
-                split: str = "train") -> Iterator[dict[str, Tensor]]:
+                split: str = "train", batch_size: int | None = None) -> Iterator[dict[str, Tensor]]:
     """Return an endless stream of transformed batches of ``spec``, resumable at ``run.it``."""
     from vsda_train.data import build_dataset
 
@@ -296,7 +296,7 @@ def clip_stream(run: Run, spec: str, size: tuple[int, int], photometric: str, la
                           label_space=cfg.data.label_space)
     transform = ClipTransform(size, cfg.data.scale_range, hflip=True, photometric=photometric)
     data = engine.TrainClips(clips, transform, cfg.run.seed + seed_offset, labels=label_fn)
-    return engine.infinite_loader(data, cfg, run.it, run.info, seed_offset)
+    return engine.infinite_loader(data, cfg, run.it, run.info, seed_offset, batch_size)
 
 
 def to_device(batch: dict[str, Tensor], run: Run) -> dict[str, Tensor]:
@@ -409,8 +409,9 @@ def train_vat(cfg: TrainConfig, init: str | None = None, resume: bool = False) -
     run = build_run(cfg, "vat", init)
     prepare_out(run, resume)
     with_flow = cfg.vat.video_disc
-    src = clip_stream(run, cfg.data.source, cfg.data.source_size, "none", True, with_flow, seed_offset=0)
-    tgt = clip_stream(run, cfg.data.target, cfg.data.target_size, "none", False, with_flow, seed_offset=1)
+    bs = cfg.vat.batch_size
+    src = clip_stream(run, cfg.data.source, cfg.data.source_size, "none", True, with_flow, 0, batch_size=bs)
+    tgt = clip_stream(run, cfg.data.target, cfg.data.target_size, "none", False, with_flow, 1, batch_size=bs)
     if not with_flow:  # image-level adversarial training only: no flow needed
         src, tgt = _zero_flow(src), _zero_flow(tgt)
     train_loop(run, vat_step, [src, tgt], cfg.optim.iters)
