@@ -29,7 +29,8 @@ lint: install
 	$(BIN)/ruff check .
 
 # The main job end to end on the synthetic benchmark: generate it, score a colour-only
-# baseline, train source -> VAT -> VST, print the table. Re-running continues finished work.
+# baseline, train source -> VAT -> VST, print the table, export to ONNX (FP32/FP16/INT8)
+# and stream the target-val videos through vsda-infer. Re-running continues finished work.
 demo: install
 	test -f $(DEMO_DATA)/summary.json || $(BIN)/vsda-train synth $(DEMO_DATA) --seed 0
 	$(BIN)/python -m benchmarks.colour_baseline --data $(DEMO_DATA) --pred-out $(RUNS)/colour_pred --json $(RUNS)/colour_baseline.json
@@ -38,9 +39,12 @@ demo: install
 	$(BIN)/vsda-train vat -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vat --init $(RUNS)/source/last.pt --resume
 	$(BIN)/vsda-train vst -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vst --init $(RUNS)/vat/last.pt --resume
 	$(BIN)/python -m benchmarks.report $(RUNS)/source $(RUNS)/vat $(RUNS)/vst --json $(RUNS)/table.json
+	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-vps:$(DEMO_DATA)/target --input-size 128x256
+	$(BIN)/vsda-infer cityscapes-vps:$(DEMO_DATA)/target --model $(RUNS)/export/model.onnx --smooth none --no-show --report $(RUNS)/infer/report.json
 
 bench: install
 	$(BIN)/python -m benchmarks.metrics_speed --data $(DEMO_DATA) --json benchmarks/results/metrics_speed.json
+	$(BIN)/python -m benchmarks.export_latency --json benchmarks/results/export_latency.json
 	$(BIN)/python -m benchmarks.adaptation --seeds 0,1,2 --out benchmarks/results/adaptation.json
 
 clean:

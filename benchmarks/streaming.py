@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vsda_deploy.cityscapes_vps import dump_json
-from vsda_deploy.infer import STAGES, InferOptions, parse_size, run_inference
+from vsda_deploy.infer import SMOOTH_WIDTH, STAGES, InferOptions, parse_size, run_inference
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import ModelMeta
 
@@ -102,6 +102,7 @@ def main(
     size: str = typer.Option("256x512", "--size", help="frame size HxW (the model runs at this size)"),
     frames: int = typer.Option(150, "--frames", min=20, help="frames per mode"),
     warmup: int = typer.Option(10, "--warmup", min=0, help="first frames left out of the figures"),
+    smooth_width: int = typer.Option(SMOOTH_WIDTH, "--smooth-width", help="smoothing grid width, as vsda-infer's"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures to this JSON file"),
 ) -> None:
     """Time vsda-infer end to end for each smoothing mode (CPU; CUDA + torch fp16 when present)."""
@@ -111,20 +112,21 @@ def main(
         folder = Path(tmp)
         source = write_texture_video(folder / "texture.avi", frames + warmup, hw)
         onnx_path, ckpt = (model, None) if model is not None else export_edge_model(folder, hw)
-        rows = [run_mode(source, onnx_path, mode, frames + warmup, warmup) for mode in MODES]
+        rows = [run_mode(source, onnx_path, mode, frames + warmup, warmup, smooth_width=smooth_width)
+                for mode in MODES]
         gpu_rows = []
         if ckpt is not None and _cuda_available():
-            gpu_rows = [run_mode(source, ckpt, mode, frames + warmup, warmup, device="cuda:0", precision="fp16")
-                        for mode in MODES]
+            gpu_rows = [run_mode(source, ckpt, mode, frames + warmup, warmup, device="cuda:0", precision="fp16",
+                                 smooth_width=smooth_width) for mode in MODES]
     flow = next(r for r in rows if r["mode"] == "flow")
     ok = flow["smoothing_share"] <= FLOW_SHARE_TARGET
-    console.print(render(rows + gpu_rows, f"vsda-infer streaming at {hw[0]}x{hw[1]}, {frames} frames per mode, "
-                                         f"{os.cpu_count()} CPU(s)"))
+    console.print(render(rows + gpu_rows, f"vsda-infer streaming at {hw[0]}x{hw[1]} (smoothing grid <= "
+                                         f"{smooth_width} px wide), {frames} frames per mode, {os.cpu_count()} CPU(s)"))
     console.print(f"flow smoothing: {100 * flow['smoothing_share']:.1f}% of the frame time "
                   f"(target <= {100 * FLOW_SHARE_TARGET:.0f}%): {'ok' if ok else 'OVER TARGET'}")
     if json_out is not None:
         dump_json(json_out, {
-            "size": list(hw), "frames": frames, "warmup": warmup, "cpus": os.cpu_count(),
+            "size": list(hw), "frames": frames, "warmup": warmup, "smooth_width": smooth_width, "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(),
             "model": str(model) if model else "ddrnet23_slim (random weights) -> ONNX",
             "rows": rows + gpu_rows, "flow_share_target": FLOW_SHARE_TARGET, "flow_share_ok": ok,

@@ -1,0 +1,218 @@
+"""CPU latency of one model as PyTorch eager and as ONNX Runtime FP32 / FP16 / INT8, and their ratios.
+
+    python -m benchmarks.export_latency [--checkpoint CKPT | --model ddrnet23_slim --widths 16,32]
+        [--sizes 256x512,512x1024] [--runs 50] [--data cityscapes-vps:data/synth/target] [--json FILE]
+
+Every variant runs the same normalised real frame (the first val frame of ``--data``; without data a
+small synthetic benchmark is generated in a temporary folder), one frame at a time, ``--runs`` timed runs
+after ``--warmup``; the median is reported (p90 in the JSON). ONNX Runtime: CPU provider, every graph
+optimisation, one intra-op thread per core; PyTorch: ``inference_mode``, the same thread count.
+INT8 rows: ``int8`` is the TensorRT-ready file (symmetric INT8 activations); ``int8-cpu`` is
+``--int8-target cpu`` (UINT8 activations, ONNX Runtime's recommendation for x86, where ReLU then fuses
+into QLinearConv). On x86, ONNX Runtime fuses only part of the symmetric file's Q/DQ convolutions;
+``session.qdqisint8allowed=1`` fuses them all but runs about 3x slower (S8S8 kernels, ReLU between Q/DQ).
+Without a checkpoint the models are randomly initialised: latency does not depend on the weights' values.
+Other processes on the machine distort the numbers: the JSON records the load average before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False)
+
+VARIANTS = ("pytorch", "ort-fp32", "ort-fp16", "ort-int8", "ort-int8-cpu")
+
+
+def time_runs(fn: Callable[[], Any], runs: int, warmup: int) -> list[float]:
+    """Return the wall times (ms) of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    """Return ``run(x)`` of a CPU ONNX Runtime session set up for latency."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"image": x})
+
+
+def _model(checkpoint: str | None, name: str, width: int, work: Path) -> tuple[Any, Path]:
+    """Return ``(eval model, checkpoint path)``: the given checkpoint, or a seeded random one."""
+    import torch
+    from torch import nn
+
+    from export.onnx_export import load_for_export
+    from vsda_train.checkpoint import save_checkpoint
+    from vsda_train.models import create_model
+
+    if checkpoint:
+        return load_for_export(checkpoint)[0], Path(checkpoint)
+    torch.manual_seed(0)
+    model = create_model(name, 15, width=width)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():  # trained-like BN statistics: realistic activation ranges for calibration
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+    path = save_checkpoint(work / f"{name}_w{width}.pt", {"model": model.state_dict(), "model_config": model.config,
+                                                          "label_space": "viper15"})
+    return model.eval(), path
+
+
+def _data(spec: str | None, work: Path) -> str:
+    """Return a Cityscapes-VPS spec with train and val frames: ``spec``, data/synth/target, or a generated one."""
+    if spec:
+        return spec
+    if Path("data/synth/target/val").is_dir():
+        return "cityscapes-vps:data/synth/target"
+    from vsda_train.synth.config import SynthConfig
+    from vsda_train.synth.generate import generate
+
+    generate(work / "synth", SynthConfig(source_clips=1, source_val_clips=0, target_train_clips=2,
+                                         target_val_clips=1, frames=10))
+    return f"cityscapes-vps:{work / 'synth' / 'target'}"
+
+
+def _export_all(model: Any, ckpt: Path, size: tuple[int, int], dynamic: bool, data: str, calib_frames: int,
+                work: Path) -> dict[str, Path]:
+    from export.onnx_export import export_fp32, model_meta
+    from export.precision import FrameCalibrationReader, convert_fp16, open_frames, quantize_int8
+
+    meta = model_meta(model, {"label_space": "viper15"}, ckpt, size, dynamic)
+    stem = f"{meta.model_name}_w{meta.model_config.get('width')}_{size[0]}x{size[1]}"
+    fp32 = export_fp32(model, work / f"{stem}.onnx", meta)
+    frames = open_frames(data, split="train")
+    reader = lambda: FrameCalibrationReader(frames, calib_frames, size, meta.mean, meta.std)  # noqa: E731
+    return {"fp32": fp32, "fp16": convert_fp16(fp32, work / f"{stem}_fp16.onnx"),
+            "int8": quantize_int8(fp32, work / f"{stem}_int8.onnx", reader()),
+            "int8-cpu": quantize_int8(fp32, work / f"{stem}_int8_cpu.onnx", reader(), target="cpu")}
+
+
+def bench_one(model: Any, files: dict[str, Path], x: np.ndarray, threads: int, runs: int,
+              warmup: int) -> dict[str, list[float]]:
+    """Return the latencies (ms) of every variant on input ``x``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+
+    def eager() -> None:
+        with torch.inference_mode():
+            model(xt)
+
+    runners = {"pytorch": eager}
+    for variant in VARIANTS[1:]:
+        run = ort_runner(files[variant.removeprefix("ort-")], threads)
+        runners[variant] = lambda run=run: run(x)
+    return {name: time_runs(fn, runs, warmup) for name, fn in runners.items()}
+
+
+def _summary(times: dict[str, list[float]]) -> dict[str, Any]:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    p90 = {k: float(np.percentile(v, 90)) for k, v in times.items()}
+    ratios = {
+        "ort_fp32_vs_pytorch": med["pytorch"] / med["ort-fp32"],
+        "int8_vs_ort_fp32": med["ort-fp32"] / med["ort-int8"],
+        "int8_cpu_vs_ort_fp32": med["ort-fp32"] / med["ort-int8-cpu"],
+        "fp16_vs_ort_fp32": med["ort-fp32"] / med["ort-fp16"],
+    }
+    return {"median_ms": med, "p90_ms": p90, "speedup": ratios}
+
+
+def _table(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="CPU latency, median ms (speed-up vs ORT FP32; ORT FP32 vs PyTorch)")
+    for col in ("model", "size", *VARIANTS, "FP32 ORT/PyTorch", "INT8/FP32", "INT8-cpu/FP32"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        med, sp = r["median_ms"], r["speedup"]
+        table.add_row(r["model"], r["size"], *(f"{med[v]:.1f}" for v in VARIANTS),
+                      f"{sp['ort_fp32_vs_pytorch']:.2f}x",
+                      f"{sp['int8_vs_ort_fp32']:.2f}x",
+                      f"{sp['int8_cpu_vs_ort_fp32']:.2f}x")
+    return table
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    from export.onnx_export import parse_input_size
+
+    return [parse_input_size(s) for s in text.split(",") if s.strip()]
+
+
+@app.command()
+def main(
+    checkpoint: str = typer.Option(None, "--checkpoint", help="a vsda checkpoint (else random weights)"),
+    model_name: str = typer.Option("ddrnet23_slim", "--model", help="model without --checkpoint"),
+    widths: str = typer.Option("16,32", "--widths", help="widths without --checkpoint (16: the demo, 32: full)"),
+    sizes: str = typer.Option("256x512,512x1024", "--sizes", help="HxW list"),
+    runs: int = typer.Option(50, "--runs", help="timed runs per variant (the median is reported)"),
+    warmup: int = typer.Option(5, "--warmup"),
+    threads: int = typer.Option(0, "--threads", help="intra-op threads (0: one per core)"),
+    dynamic: bool = typer.Option(True, "--dynamic/--static", help="export as vsda-export does by default"),
+    data: str = typer.Option(None, "--data", help="cityscapes-vps:ROOT for the frame and the calibration"),
+    calib_frames: int = typer.Option(32, "--calib-frames"),
+    json_out: str = typer.Option(None, "--json", help="write the results here"),
+) -> None:
+    """Time PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8 on this CPU."""
+    from export.precision import normalise, open_frames
+
+    threads = threads or os.cpu_count() or 1
+    console, results = Console(), []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="vsda-latency-") as tmp:
+        work = Path(tmp)
+        spec = _data(data, work)
+        frame = next(open_frames(spec, split="val").read([0]))
+        models = [(model_name, 0)] if checkpoint else [(model_name, int(w)) for w in widths.split(",")]
+        for name, width in models:
+            model, ckpt = _model(checkpoint, name, width, work)
+            label = f"{model.config['name']} w{model.config.get('width')}"
+            for size in _parse_sizes(sizes):
+                files = _export_all(model, ckpt, size, dynamic, spec, calib_frames, work)
+                x = normalise(frame, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+                times = bench_one(model, files, x, threads, runs, warmup)
+                results.append({"model": label, "size": f"{size[0]}x{size[1]}", **_summary(times)})
+                console.print(f"{label} {size[0]}x{size[1]}: " + ", ".join(
+                    f"{k} {v:.1f} ms" for k, v in results[-1]["median_ms"].items()))
+    console.print(_table(results))
+    report = {"results": results, "runs": runs, "warmup": warmup, "threads": threads, "dynamic": dynamic,
+              "frame": spec, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+              "load_before": load_before, "load_after": os.getloadavg(), "versions": _versions()}
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report, indent=1))
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+if __name__ == "__main__":
+    app()

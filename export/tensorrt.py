@@ -1,0 +1,438 @@
+"""TensorRT engines from vsda ONNX files (TensorRT 10 and 11): build, sidecar, compatibility check, run.
+
+Precision lives in the ONNX graph: where ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists the
+network is built strongly typed with no precision flags (an FP16 graph gets FP16 kernels, a Q/DQ graph
+INT8). The one exception is the TensorRT 10 path for an FP32 graph with ``BuilderFlag.FP16`` (weakly typed,
+as on Jetson's TensorRT 10.3); TensorRT 11 removed that flag. Every version-specific name is looked
+up with ``hasattr``. A plan is the raw ``build_serialized_network`` bytes (``trtexec --loadEngine``
+reads it); what it was built for lives in ``model.engine.json`` next to it, which loading compares first.
+
+Verified here: the pure logic (profile shapes, precision plan against fake ``tensorrt`` modules, sidecar
+round trip, compatibility messages, logger capture). Not verified here: the calls into TensorRT itself,
+written against its public Python API (no TensorRT or GPU on the development machines); the tests that
+need them run wherever ``import tensorrt`` works.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from export.onnx_export import ExportError
+from vsda_deploy.model_meta import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelMeta
+
+log = logging.getLogger(__name__)
+
+SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = 1
+TIMING_CACHE = "trt_timing.cache"
+TRT_INSTALL = ("install it with: pip install 'vsda[trt]' (on Jetson TensorRT comes with JetPack: use a venv "
+               "created with --system-site-packages)")
+ERROR_SEVERITIES = ("INTERNAL_ERROR", "ERROR")
+
+
+class EngineError(ExportError):
+    """A TensorRT engine that cannot be built or loaded; the message says what to run instead."""
+
+
+def import_tensorrt() -> ModuleType:
+    """Return the ``tensorrt`` module; EngineError naming the ``[trt]`` extra when it is missing."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise EngineError(f"--engine: the tensorrt Python package is not importable ({e}); {TRT_INSTALL}") from None
+    return tensorrt
+
+
+# --- shapes and precision (pure) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProfileShapes:
+    """An optimisation profile of the ``image`` input: (N, 3, H, W) at min, opt and max."""
+
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int, int, int, int]
+
+    def trtexec_args(self, name: str = INPUT_NAME) -> str:
+        """Return ``--minShapes=... --optShapes=... --maxShapes=...`` for trtexec."""
+        fmt = lambda s: f"{name}:{'x'.join(map(str, s))}"  # noqa: E731
+        return f"--minShapes={fmt(self.min)} --optShapes={fmt(self.opt)} --maxShapes={fmt(self.max)}"
+
+
+def profile_shapes(input_size: tuple[int, int], dynamic: bool, min_size: tuple[int, int] | None = None,
+                   max_size: tuple[int, int] | None = None, batch: int = 1) -> ProfileShapes:
+    """Return the profile for ``--input-size`` (opt): static pins all three; dynamic spans 1/2x .. 2x by default.
+
+    The defaults cover a 512x1024 model from 256x512 to 1024x2048 (Cityscapes' full resolution) while
+    TensorRT tunes its kernels for the export size.
+    """
+    h, w = input_size
+    opt = (batch, 3, h, w)
+    if not dynamic:
+        if min_size or max_size:
+            raise EngineError("--static: a static graph has one shape; min/max sizes need --dynamic")
+        return ProfileShapes(opt, opt, opt)
+    lo = min_size or (max(16, h // 2), max(16, w // 2))
+    hi = max_size or (2 * h, 2 * w)
+    if not (lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1]):
+        raise EngineError(f"profile: need min {lo[0]}x{lo[1]} <= opt {h}x{w} <= max {hi[0]}x{hi[1]}")
+    return ProfileShapes((batch, 3, *lo), opt, (batch, 3, *hi))
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How to build a graph of a given precision on one TensorRT: network flags, builder flags, why."""
+
+    strongly_typed: bool
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    note: str
+
+
+def plan_precision(trt: Any, graph_precision: str, fp16_flag: bool = False) -> PrecisionPlan:
+    """Return the build plan for a graph (``fp32`` | ``fp16`` | ``int8``) on the TensorRT module ``trt``.
+
+    ``fp16_flag`` asks TensorRT to choose FP16 kernels for an FP32 graph (the TensorRT 10 weakly typed
+    path, e.g. Jetson); TensorRT 11 has no such flag and needs ``model_fp16.onnx`` instead.
+    """
+    if graph_precision not in ("fp32", "fp16", "int8"):
+        raise EngineError(f"graph precision {graph_precision!r}: expected fp32, fp16 or int8")
+    version = getattr(trt, "__version__", "?")
+    creation, flags = trt.NetworkDefinitionCreationFlag, trt.BuilderFlag
+    # TensorRT < 10 needs explicit batch set; 10.x ignores it and 11.x removed the name.
+    legacy = ("EXPLICIT_BATCH",) if not hasattr(creation, "STRONGLY_TYPED") and hasattr(creation, "EXPLICIT_BATCH") \
+        else ()
+    if fp16_flag:
+        if graph_precision != "fp32":
+            raise EngineError(f"--engine-fp16: the graph is already {graph_precision}; the flag is for FP32 graphs")
+        if not hasattr(flags, "FP16"):
+            raise EngineError(f"--engine-fp16: TensorRT {version} has no BuilderFlag.FP16 (removed in 11); "
+                              "build the engine from model_fp16.onnx (vsda-export --fp16 --engine)")
+        return PrecisionPlan(False, legacy, ("FP16",), f"TensorRT {version}: weakly typed FP32 graph, FP16 flag")
+    if hasattr(creation, "STRONGLY_TYPED"):
+        return PrecisionPlan(True, ("STRONGLY_TYPED",), (), f"TensorRT {version}: strongly typed, "
+                             f"{graph_precision} from the ONNX graph, no precision flags")
+    needed = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}[graph_precision]
+    missing = [f for f in needed if not hasattr(flags, f)]
+    if missing:
+        raise EngineError(f"TensorRT {version}: neither strong typing nor BuilderFlag.{missing[0]}; "
+                          f"cannot build a {graph_precision} graph")
+    return PrecisionPlan(False, legacy, needed, f"TensorRT {version}: weakly typed, flags {', '.join(needed)}")
+
+
+def network_flags(trt: Any, plan: PrecisionPlan) -> int:
+    """Return the ``create_network`` bit mask of a plan's network flags."""
+    return sum(1 << int(getattr(trt.NetworkDefinitionCreationFlag, name)) for name in plan.network_flags)
+
+
+# --- sidecar and compatibility (pure) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What an engine was built with and for (the sidecar's ``build`` object)."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7"
+    platform: str  # x86_64 | aarch64: plans never move between them
+    precision: str
+    strongly_typed: bool
+    builder_flags: tuple[str, ...] = ()
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    workspace_gib: float = 4.0
+    onnx: str = ""
+    onnx_sha256: str = ""
+    built_at: str = ""
+    rebuild: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """The TensorRT, GPU and CPU architecture of the machine about to load an engine."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    platform: str = field(default_factory=platform.machine)
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """Return ``model.engine.json`` for ``model.engine``."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + SIDECAR_SUFFIX)
+
+
+def write_sidecar(engine: str | Path, meta: ModelMeta, build: BuildInfo, shapes: ProfileShapes,
+                  output_dtype: str = "float32") -> Path:
+    """Write the engine's sidecar JSON (meta, build, I/O shapes) atomically; return its path."""
+    path = sidecar_path(engine)
+    data = {
+        "format": SIDECAR_FORMAT,
+        "engine": Path(engine).name,
+        "meta": meta.to_json(),
+        "build": asdict(build),
+        "io": {INPUT_NAME: {"dtype": "float32", "min": list(shapes.min), "opt": list(shapes.opt),
+                            "max": list(shapes.max)},
+               OUTPUT_NAME: {"dtype": output_dtype, "classes": meta.num_classes}},
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_sidecar(engine: str | Path) -> tuple[ModelMeta, BuildInfo, ProfileShapes]:
+    """Return ``(meta, build, shapes)`` of an engine's sidecar; EngineError names a missing or bad one."""
+    path = sidecar_path(engine)
+    try:
+        data = json.loads(path.read_text())
+        meta = ModelMeta.from_props({META_PREFIX + k: json.dumps(v) for k, v in data["meta"].items()}, str(path))
+        build = BuildInfo(**{k: tuple(v) if k == "builder_flags" else v for k, v in data["build"].items()
+                             if k in BuildInfo.__dataclass_fields__})
+        io = data["io"][INPUT_NAME]
+        shapes = ProfileShapes(*(tuple(io[k]) for k in ("min", "opt", "max")))
+    except FileNotFoundError:
+        raise EngineError(f"{engine}: no sidecar {path.name} (it says which TensorRT and GPU the engine is for); "
+                          "rebuild the engine with vsda-export MODEL.onnx --engine") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EngineError(f"{path}: unreadable engine sidecar ({type(e).__name__}: {e})") from None
+    return meta, build, shapes
+
+
+def rebuild_command(build: BuildInfo, engine: str | Path) -> str:
+    """Return the command that rebuilds ``engine`` from its ONNX on the current machine."""
+    extra = " --engine-fp16" if "FP16" in build.builder_flags and build.precision == "fp32" else ""
+    return f"vsda-export {build.onnx or 'MODEL.onnx'} --engine -o {engine} --workspace {build.workspace_gib:g}{extra}"
+
+
+def compatibility_problems(build: BuildInfo, here: Device) -> list[str]:
+    """Return why an engine built as ``build`` will not load on ``here`` (empty: it should load).
+
+    A plan loads only in the TensorRT it was built with (unless version-compatible, then on that
+    version or a later one), on a GPU of the same compute capability (unless hardware-compatible)
+    and on the same CPU architecture.
+    """
+    problems = []
+    if build.platform and here.platform and build.platform != here.platform:
+        problems.append(f"built on {build.platform}, this machine is {here.platform}")
+    if build.tensorrt_version != here.tensorrt_version:
+        newer_ok = build.version_compatible and _version(here.tensorrt_version) >= _version(build.tensorrt_version)
+        if not newer_ok:
+            problems.append(f"built with TensorRT {build.tensorrt_version}, this machine has {here.tensorrt_version}")
+    if build.compute_capability != here.compute_capability and not build.hardware_compatible:
+        problems.append(f"built for compute capability {build.compute_capability} ({build.gpu_name}), this GPU is "
+                        f"{here.compute_capability} ({here.gpu_name})")
+    return problems
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_compatible(engine: str | Path, build: BuildInfo, here: Device) -> None:
+    """Raise EngineError (with the rebuild command) when the engine will not load here."""
+    problems = compatibility_problems(build, here)
+    if problems:
+        raise EngineError(f"{engine}: this engine cannot run here: {'; '.join(problems)}. TensorRT plans are tied "
+                          f"to their TensorRT version and GPU; rebuild it here: {rebuild_command(build, engine)}")
+
+
+# --- logger -----------------------------------------------------------------------------------
+
+class LogCapture:
+    """Keeps TensorRT's log messages (severity name, text) so a failure can say what TensorRT said."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+
+    def record(self, severity: str, message: str) -> None:
+        self.messages.append((severity, message))
+        level = logging.ERROR if severity in ERROR_SEVERITIES else (
+            logging.WARNING if severity == "WARNING" else logging.DEBUG)
+        log.log(level, "TensorRT %s: %s", severity, message)
+
+    def errors(self) -> list[str]:
+        """Return the messages logged at ERROR or INTERNAL_ERROR."""
+        return [m for s, m in self.messages if s in ERROR_SEVERITIES]
+
+    def summary(self, default: str = "no error message from TensorRT") -> str:
+        """Return the errors (else the last warning) joined on one line."""
+        errors = self.errors() or [m for s, m in self.messages if s == "WARNING"][-1:]
+        return " | ".join(e.strip() for e in errors) or default
+
+
+def _severity_name(severity: Any) -> str:
+    name = getattr(severity, "name", None) or str(severity).rsplit(".", 1)[-1]
+    return str(name).upper()
+
+
+def make_logger(trt: Any) -> LogCapture:
+    """Return an ``ILogger`` subclass instance of ``trt`` that records every message (and logs it)."""
+
+    class CapturingLogger(trt.ILogger, LogCapture):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)  # the pybind base must be initialised explicitly
+            LogCapture.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            self.record(_severity_name(severity), msg)
+
+    return CapturingLogger()
+
+
+# --- TensorRT calls (run only where tensorrt imports) -------------------------------------------
+
+def gpu_properties(index: int = 0) -> tuple[str, str]:
+    """Return ``(GPU name, compute capability "M.m")`` of CUDA device ``index`` (cuda-python, else torch)."""
+    try:
+        from cuda.bindings import runtime as cudart
+
+        err, prop = cudart.cudaGetDeviceProperties(index)
+        if err == cudart.cudaError_t.cudaSuccess:
+            name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+            return name.rstrip("\x00"), f"{prop.major}.{prop.minor}"
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(index)
+            return torch.cuda.get_device_name(index), f"{major}.{minor}"
+    except ImportError:
+        pass
+    raise EngineError(f"cuda:{index}: no CUDA GPU visible (needs cuda-python or a CUDA build of torch)")
+
+
+def current_device(trt: Any, index: int = 0) -> Device:
+    """Return the Device (TensorRT version, GPU, architecture) of this machine."""
+    name, capability = gpu_properties(index)
+    return Device(trt.__version__, name, capability)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _set_timing_cache(config: Any, path: Path) -> None:
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("%s: timing cache is from another device or TensorRT; starting a new one", path)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, *, workspace_gib: float = 4.0,
+                 fp16_flag: bool = False, timing_cache: str | Path | None = None,
+                 min_size: tuple[int, int] | None = None, max_size: tuple[int, int] | None = None) -> Path:
+    """Build a TensorRT plan from a vsda ONNX file; write it, its sidecar and the timing cache; return its path."""
+    import onnx
+
+    from export.onnx_export import read_meta
+
+    trt = import_tensorrt()
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    meta = read_meta(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path))
+    plan = plan_precision(trt, meta.precision, fp16_flag)
+    here = current_device(trt)
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt, plan))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = " | ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse this ONNX ({errors})")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    shapes = profile_shapes(tuple(meta.input_size), meta.dynamic, min_size, max_size)
+    if meta.dynamic:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, shapes.min, shapes.opt, shapes.max)
+        config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else engine_path.parent / TIMING_CACHE
+    _set_timing_cache(config, cache_path)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError(f"{onnx_path}: TensorRT {trt.__version__} failed to build an engine: {logger.summary()}")
+    _write_bytes(engine_path, serialized)
+    _write_bytes(cache_path, config.get_timing_cache().serialize())
+    build = BuildInfo(tensorrt_version=trt.__version__, gpu_name=here.gpu_name,
+                      compute_capability=here.compute_capability, platform=here.platform,
+                      precision=meta.precision, strongly_typed=plan.strongly_typed, builder_flags=plan.builder_flags,
+                      workspace_gib=workspace_gib, onnx=str(onnx_path), onnx_sha256=_sha256(onnx_path),
+                      built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    build = BuildInfo(**{**asdict(build), "rebuild": rebuild_command(build, engine_path)})
+    write_sidecar(engine_path, meta, build, shapes)
+    log.info("%s: %s", engine_path, plan.note)
+    return engine_path
+
+
+def _write_bytes(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)  # IHostMemory supports the buffer protocol: the plan is written as-is
+    os.replace(tmp, path)
+
+
+class EngineRunner:
+    """A TensorRT plan loaded after its sidecar check, run with ``execute_async_v3`` (torch CUDA buffers)."""
+
+    def __init__(self, engine_path: str | Path, device_index: int = 0) -> None:
+        import torch
+
+        trt = import_tensorrt()
+        self.path = Path(engine_path)
+        if not self.path.is_file():
+            raise EngineError(f"{self.path}: engine file not found")
+        self.meta, self.build, self.shapes = read_sidecar(self.path)
+        check_compatible(self.path, self.build, current_device(trt, device_index))
+        self.logger = make_logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        if self.build.version_compatible:
+            self.runtime.engine_host_code_allowed = True
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise EngineError(f"{self.path}: TensorRT {trt.__version__} could not load the engine "
+                              f"({self.logger.summary()}); rebuild it: {rebuild_command(self.build, self.path)}")
+        self.context = self.engine.create_execution_context()
+        self.torch, self.device = torch, torch.device("cuda", device_index)
+        self.stream = torch.cuda.Stream(self.device)
+        self.output_dtype = trt.nptype(self.engine.get_tensor_dtype(OUTPUT_NAME))
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Return the logits (N, C, H, W) float32 of a normalised (N, 3, H, W) batch."""
+        torch = self.torch
+        with torch.cuda.stream(self.stream):  # copies, allocation and the engine on one (non-default) stream
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+            self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
+            shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+            out = torch.empty(shape, dtype=getattr(torch, np.dtype(self.output_dtype).name), device=self.device)
+            self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
+            self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise EngineError(f"{self.path}: execute_async_v3 failed ({self.logger.summary()})")
+            result = out.float().cpu()  # synchronous copy: waits for the engine on this stream
+        self.stream.synchronize()
+        return result.numpy()
