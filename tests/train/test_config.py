@@ -55,3 +55,12 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt: not a readable vsda checkpoint"):
         load_checkpoint(bad)
+
+
+CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.data.source and cfg.data.target and cfg.optim.iters > 0
