@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
-import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,12 +27,19 @@ from typing import Any
 import numpy as np
 
 from export.onnx_export import ExportError
-from vsda_deploy.model_meta import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelMeta
+from vsda_deploy import engine as engine_files
+from vsda_deploy.engine import (  # the sidecar format and the compatibility rule, re-exported
+    BuildInfo,
+    Device,
+    ProfileShapes,
+    compatibility_problems,  # noqa: F401
+    rebuild_command,
+    write_sidecar,
+)
+from vsda_deploy.model_meta import INPUT_NAME, OUTPUT_NAME, ModelMeta
 
 log = logging.getLogger(__name__)
 
-SIDECAR_SUFFIX = ".json"
-SIDECAR_FORMAT = 1
 TIMING_CACHE = "trt_timing.cache"
 TRT_INSTALL = ("install it with: pip install 'vsda[trt]' (on Jetson TensorRT comes with JetPack: use a venv "
                "created with --system-site-packages)")
@@ -55,20 +60,6 @@ def import_tensorrt() -> ModuleType:
 
 
 # --- shapes and precision (pure) ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProfileShapes:
-    """An optimisation profile of the ``image`` input: (N, 3, H, W) at min, opt and max."""
-
-    min: tuple[int, int, int, int]
-    opt: tuple[int, int, int, int]
-    max: tuple[int, int, int, int]
-
-    def trtexec_args(self, name: str = INPUT_NAME) -> str:
-        """Return ``--minShapes=... --optShapes=... --maxShapes=...`` for trtexec."""
-        fmt = lambda s: f"{name}:{'x'.join(map(str, s))}"  # noqa: E731
-        return f"--minShapes={fmt(self.min)} --optShapes={fmt(self.opt)} --maxShapes={fmt(self.max)}"
-
 
 def profile_shapes(input_size: tuple[int, int], dynamic: bool, min_size: tuple[int, int] | None = None,
                    max_size: tuple[int, int] | None = None, batch: int = 1) -> ProfileShapes:
@@ -136,121 +127,22 @@ def network_flags(trt: Any, plan: PrecisionPlan) -> int:
     return sum(1 << int(getattr(trt.NetworkDefinitionCreationFlag, name)) for name in plan.network_flags)
 
 
-# --- sidecar and compatibility (pure) ---------------------------------------------------------
+# --- sidecar and compatibility: one implementation, in vsda_deploy.engine ------------------------
 
-@dataclass(frozen=True)
-class BuildInfo:
-    """What an engine was built with and for (the sidecar's ``build`` object)."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "8.7"
-    platform: str  # x86_64 | aarch64: plans never move between them
-    precision: str
-    strongly_typed: bool
-    builder_flags: tuple[str, ...] = ()
-    version_compatible: bool = False
-    hardware_compatible: bool = False
-    workspace_gib: float = 4.0
-    onnx: str = ""
-    onnx_sha256: str = ""
-    built_at: str = ""
-    rebuild: str = ""
-
-
-@dataclass(frozen=True)
-class Device:
-    """The TensorRT, GPU and CPU architecture of the machine about to load an engine."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    platform: str = field(default_factory=platform.machine)
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    """Return ``model.engine.json`` for ``model.engine``."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + SIDECAR_SUFFIX)
-
-
-def write_sidecar(engine: str | Path, meta: ModelMeta, build: BuildInfo, shapes: ProfileShapes,
-                  output_dtype: str = "float32") -> Path:
-    """Write the engine's sidecar JSON (meta, build, I/O shapes) atomically; return its path."""
-    path = sidecar_path(engine)
-    data = {
-        "format": SIDECAR_FORMAT,
-        "engine": Path(engine).name,
-        "meta": meta.to_json(),
-        "build": asdict(build),
-        "io": {INPUT_NAME: {"dtype": "float32", "min": list(shapes.min), "opt": list(shapes.opt),
-                            "max": list(shapes.max)},
-               OUTPUT_NAME: {"dtype": output_dtype, "classes": meta.num_classes}},
-    }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
-def read_sidecar(engine: str | Path) -> tuple[ModelMeta, BuildInfo, ProfileShapes]:
-    """Return ``(meta, build, shapes)`` of an engine's sidecar; EngineError names a missing or bad one."""
-    path = sidecar_path(engine)
+def read_sidecar(engine: str | Path) -> tuple[ModelMeta, BuildInfo, ProfileShapes | None]:
+    """Return ``(meta, build, shapes)`` of an engine's sidecar (``vsda_deploy.engine.read_sidecar``) or EngineError."""
     try:
-        data = json.loads(path.read_text())
-        meta = ModelMeta.from_props({META_PREFIX + k: json.dumps(v) for k, v in data["meta"].items()}, str(path))
-        build = BuildInfo(**{k: tuple(v) if k == "builder_flags" else v for k, v in data["build"].items()
-                             if k in BuildInfo.__dataclass_fields__})
-        io = data["io"][INPUT_NAME]
-        shapes = ProfileShapes(*(tuple(io[k]) for k in ("min", "opt", "max")))
-    except FileNotFoundError:
-        raise EngineError(f"{engine}: no sidecar {path.name} (it says which TensorRT and GPU the engine is for); "
-                          "rebuild the engine with vsda-export MODEL.onnx --engine") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EngineError(f"{path}: unreadable engine sidecar ({type(e).__name__}: {e})") from None
-    return meta, build, shapes
-
-
-def rebuild_command(build: BuildInfo, engine: str | Path) -> str:
-    """Return the command that rebuilds ``engine`` from its ONNX on the current machine."""
-    extra = " --engine-fp16" if "FP16" in build.builder_flags and build.precision == "fp32" else ""
-    return f"vsda-export {build.onnx or 'MODEL.onnx'} --engine -o {engine} --workspace {build.workspace_gib:g}{extra}"
-
-
-def compatibility_problems(build: BuildInfo, here: Device) -> list[str]:
-    """Return why an engine built as ``build`` will not load on ``here`` (empty: it should load).
-
-    A plan loads only in the TensorRT it was built with (unless version-compatible, then on that
-    version or a later one), on a GPU of the same compute capability (unless hardware-compatible)
-    and on the same CPU architecture.
-    """
-    problems = []
-    if build.platform and here.platform and build.platform != here.platform:
-        problems.append(f"built on {build.platform}, this machine is {here.platform}")
-    if build.tensorrt_version != here.tensorrt_version:
-        newer_ok = build.version_compatible and _version(here.tensorrt_version) >= _version(build.tensorrt_version)
-        if not newer_ok:
-            problems.append(f"built with TensorRT {build.tensorrt_version}, this machine has {here.tensorrt_version}")
-    if build.compute_capability != here.compute_capability and not build.hardware_compatible:
-        problems.append(f"built for compute capability {build.compute_capability} ({build.gpu_name}), this GPU is "
-                        f"{here.compute_capability} ({here.gpu_name})")
-    return problems
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(text).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+        return engine_files.read_sidecar(engine)
+    except engine_files.EngineError as e:
+        raise EngineError(str(e)) from None
 
 
 def check_compatible(engine: str | Path, build: BuildInfo, here: Device) -> None:
-    """Raise EngineError (with the rebuild command) when the engine will not load here."""
-    problems = compatibility_problems(build, here)
-    if problems:
-        raise EngineError(f"{engine}: this engine cannot run here: {'; '.join(problems)}. TensorRT plans are tied "
-                          f"to their TensorRT version and GPU; rebuild it here: {rebuild_command(build, engine)}")
+    """Raise EngineError (with the rebuild command) when the engine will not load here (``vsda_deploy.engine``)."""
+    try:
+        engine_files.check_compatible(engine, build, here)
+    except engine_files.EngineError as e:
+        raise EngineError(str(e)) from None
 
 
 # --- logger -----------------------------------------------------------------------------------

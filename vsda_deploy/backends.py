@@ -19,9 +19,7 @@ backend, and a missing one is one error naming the extra to install.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
-import platform
 import re
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vsda_deploy.engine import Device, EngineError, check_compatible, read_sidecar
 from vsda_deploy.model_meta import INPUT_NAME, OUTPUT_NAME, ModelMeta
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "ort", "trt", "torch")
 ORT_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 SUFFIX_BACKEND = {".onnx": "ort", ".engine": "trt", ".plan": "trt", ".pt": "torch", ".pth": "torch"}
-SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 
@@ -230,83 +228,11 @@ class OrtSegmenter(Segmenter):
 
 # --- TensorRT -----------------------------------------------------------------------------
 
-def sidecar_path(engine: Path) -> Path:
-    """Return the ``model.engine.json`` sidecar path of an engine."""
-    return engine.with_name(engine.name + SIDECAR_SUFFIX)
-
-
-def read_sidecar(engine: Path) -> tuple[ModelMeta, dict[str, Any]]:
-    """Return ``(meta, build)`` of an engine's sidecar; ``build`` says which TensorRT and GPU built it.
-
-    The metadata is read from a ``meta`` object or from the top level; ``build`` is the
-    ``build`` object (or the top level): ``tensorrt_version``, ``compute_capability``, ``gpu_name``.
-    """
-    side = sidecar_path(engine)
-    try:
-        data = json.loads(side.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{engine}: no sidecar {side.name} next to the engine (it carries the classes, "
-                         "normalisation and the TensorRT/GPU the engine was built for); rebuild with vsda-export") \
-            from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{side}: unreadable engine sidecar ({e})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{side}: engine sidecar must be a JSON object")
-    fields = data.get("meta", data)
-    props = {"vsda." + k: json.dumps(v) for k, v in fields.items() if k in ModelMeta.__dataclass_fields__}
-    meta = ModelMeta.from_props(props, str(side))
-    return meta, data.get("build", data)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in str(text).split("."))
-
-
-def engine_problems(build: dict[str, Any], trt_version: str, compute_capability: str | None = None,
-                    gpu_name: str = "", machine: str | None = None) -> list[str]:
-    """Return why an engine built as ``build`` (the sidecar's ``build``) will not load here; empty: it should.
-
-    Same rules as ``export.tensorrt.compatibility_problems``: a plan loads only in the TensorRT
-    it was built with (a version-compatible one also in later versions), on a GPU of its
-    compute capability (unless hardware-compatible) and on its CPU architecture.
-    ``compute_capability`` None skips the GPU check (no GPU queried yet).
-    """
-    problems = []
-    built_on, here = build.get("platform"), machine or platform.machine()
-    if built_on and built_on != here:
-        problems.append(f"built on {built_on}, this machine is {here}")
-    built_trt = build.get("tensorrt_version")
-    if built_trt and built_trt != trt_version:
-        if not (build.get("version_compatible") and _version(trt_version) >= _version(built_trt)):
-            problems.append(f"built with TensorRT {built_trt}, this machine has {trt_version}")
-    built_cc = build.get("compute_capability")
-    if isinstance(built_cc, (list, tuple)):
-        built_cc = ".".join(map(str, built_cc))
-    if (compute_capability is not None and built_cc and str(built_cc) != compute_capability
-            and not build.get("hardware_compatible")):
-        problems.append(f"built for compute capability {built_cc} ({build.get('gpu_name', '?')}), this GPU is "
-                        f"{compute_capability} ({gpu_name or '?'})")
-    return problems
-
-
-def check_engine_compat(engine: Path, build: dict[str, Any], trt_version: str,
-                        compute_capability: str | None = None, gpu_name: str = "",
-                        machine: str | None = None) -> None:
-    """Raise ModelError (with the rebuild command when the sidecar has one) if the engine cannot load here."""
-    problems = engine_problems(build, trt_version, compute_capability, gpu_name, machine)
-    if problems:
-        rebuild = build.get("rebuild") or "vsda-export CKPT --format engine on this machine"
-        raise ModelError(f"{engine}: this engine cannot run here: {'; '.join(problems)}. TensorRT plans are tied "
-                         f"to their TensorRT version and GPU; rebuild it: {rebuild}")
-    if compute_capability is not None and not (build.get("tensorrt_version") and build.get("compute_capability")):
-        log.warning("%s: sidecar does not say which TensorRT/GPU built the engine; trying anyway", engine)
-
-
 class TrtSegmenter(Segmenter):
     """A TensorRT 10/11 plan run with ``execute_async_v3`` on a CUDA stream (buffers via torch).
 
-    The sidecar is checked (``check_engine_compat``) before the plan is deserialised. UNVERIFIED:
-    written against the TensorRT 10 Python API like ``export.tensorrt.EngineRunner``, but not run
+    The sidecar is checked (``vsda_deploy.engine.check_compatible``) before the plan is deserialised.
+    UNVERIFIED: written against the TensorRT 10 Python API like ``export.tensorrt.EngineRunner``, but not run
     here (no GPU or TensorRT on the development machine). Needs ``vsda[trt]`` and a CUDA torch.
     """
 
@@ -319,17 +245,20 @@ class TrtSegmenter(Segmenter):
         kind, index = parse_device(device)
         if kind != "cuda":
             raise ModelError(f"{path}: a TensorRT engine runs on a GPU; pass --device cuda:N")
-        meta, build = read_sidecar(path)  # before tensorrt: a wrong file fails fast and clearly
-        trt = require("tensorrt", "trt", str(path))
-        check_engine_compat(path, build, trt.__version__)
-        torch = require("torch", "train", str(path))
-        if not torch.cuda.is_available():
-            raise ModelError(f"{path}: torch sees no CUDA GPU (CPU-only torch build, or no driver)")
-        cc = "{}.{}".format(*torch.cuda.get_device_capability(index))
-        check_engine_compat(path, build, trt.__version__, cc, torch.cuda.get_device_name(index))
+        try:
+            meta, build, _ = read_sidecar(path)  # before tensorrt: a wrong file fails fast and clearly
+            trt = require("tensorrt", "trt", str(path))
+            check_compatible(path, build, Device(trt.__version__))
+            torch = require("torch", "train", str(path))
+            if not torch.cuda.is_available():
+                raise ModelError(f"{path}: torch sees no CUDA GPU (CPU-only torch build, or no driver)")
+            cc = "{}.{}".format(*torch.cuda.get_device_capability(index))
+            check_compatible(path, build, Device(trt.__version__, torch.cuda.get_device_name(index), cc))
+        except EngineError as e:
+            raise ModelError(str(e)) from None
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self._trt_logger)
-        if build.get("version_compatible"):  # its lean runtime is embedded in the plan
+        if build.version_compatible:  # its lean runtime is embedded in the plan
             runtime.engine_host_code_allowed = True
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:

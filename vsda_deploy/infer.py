@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
@@ -44,11 +43,19 @@ from rich.table import Table
 from rich.text import Text
 
 from vsda_deploy import cityscapes_vps as vps
-from vsda_deploy.backends import ModelError, Segmenter, load_segmenter
-from vsda_deploy.evaluation import EvalResult, GtFrame, PredFrame, SplitScorer, list_gt, render_result
-from vsda_deploy.labels import CITYSCAPES_LUT, VIPER15
+from vsda_deploy.backends import ModelError, load_segmenter
+from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec, parse_seq_name
+from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer, render_result
+from vsda_deploy.labels import VIPER15
 from vsda_deploy.metrics import VideoPanopticQuality
 from vsda_deploy.panoptic import PanopticTracker
+from vsda_deploy.pipeline import (  # the maths is re-exported: tests import it from here
+    SMOOTH_WIDTH,
+    FramePipeline,
+    argmax_classes,  # noqa: F401
+    normalise,  # noqa: F401
+    softmax,  # noqa: F401
+)
 from vsda_deploy.sinks import (
     JsonLinesWriter,
     LabelWriter,
@@ -59,18 +66,13 @@ from vsda_deploy.sinks import (
     check_output_file,
 )
 from vsda_deploy.smoothing import MODES, StreamingSmoother
-from vsda_deploy.sources import DEFAULT_FPS, Frame, FrameSource, ImageSequenceSource, SourceError, open_source
+from vsda_deploy.sources import DEFAULT_FPS, FrameSource, open_source
 
 log = logging.getLogger(__name__)
 
 STAGES = ("read", "preprocess", "inference", "smoothing", "postprocess", "total")
 METRIC_KEYS = ("miou", "iou", "vpq", "vpq_things", "vpq_stuff", "vpq_k", "tc")
-DATASET_KINDS = ("cityscapes-vps", "cityscapes-seq")
 LIVE_REFRESH_S = 0.25
-# Smoothing runs on class probabilities at most this wide, resized to the frame afterwards. The
-# models predict at 1/8 of their input and upsample inside the graph, so a finer grid carries no
-# more information, only cost: at 256x512 it halves the smoothing stage. (See FramePipeline.)
-SMOOTH_WIDTH = 256
 
 
 @dataclass(frozen=True)
@@ -161,282 +163,6 @@ class LatencyHistogram:
     def summary(self) -> dict[str, float | None]:
         """Return ``{"p50", "p95", "p99"}`` in ms (3 decimals), None when empty."""
         return {f"p{q}": (round(self.percentile(q), 3) if self.count else None) for q in (50, 95, 99)}
-
-
-# --- ground truth and dataset sources ------------------------------------------------------
-
-_SEQ_NAME = re.compile(r"^(?P<city>[A-Za-z]+(?:_[A-Za-z]+)*)_(?P<seq>\d{6})_(?P<frame>\d{6})")
-
-
-def parse_seq_name(name: str) -> vps.VpsFrameName:
-    """Return a Cityscapes-Seq frame name (``city_seq_frame_*``) as a frame name; video ``city_seq``."""
-    m = _SEQ_NAME.match(Path(name).name)
-    if m is None:
-        raise ValueError(f"{name}: not a Cityscapes frame name ({{city}}_{{seq:06d}}_{{frame:06d}}_*)")
-    return vps.VpsFrameName(stem=m[0], video=f"{m['city']}_{m['seq']}", index=int(m["frame"]),
-                            city=m["city"], seq=int(m["seq"]), frame=int(m["frame"]))
-
-
-@dataclass(frozen=True)
-class SeqGtFrame:
-    """A labelled Cityscapes-Seq frame (``gtFine`` labelIds): semantic only, no instances."""
-
-    name: vps.VpsFrameName
-    image_id: str
-    path: Path
-
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(semantic, instance)`` in the VIPER15 space; instance is all 0 (not labelled)."""
-        raw = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.ndim != 2:
-            raise OSError(f"{self.path}: cannot read as a single-channel labelIds PNG")
-        semantic = CITYSCAPES_LUT[VIPER15.name][raw.astype(np.uint8)]
-        return semantic, np.zeros(raw.shape, np.int32)
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """The labelled frames of a split, by frame stem, and how to name a streamed frame."""
-
-    kind: str  # cityscapes-vps | cityscapes-seq
-    labelled: dict[str, GtFrame | SeqGtFrame]
-    videos: frozenset[str]
-
-    def frame_name(self, name: str) -> vps.VpsFrameName:
-        """Return the parsed name of a streamed frame; ValueError names the frame."""
-        return vps.parse_frame_name(name) if self.kind == "cityscapes-vps" else parse_seq_name(name)
-
-
-def parse_dataset_spec(spec: str) -> tuple[str, Path] | None:
-    """Return ``(kind, root)`` of ``cityscapes-vps:ROOT`` / ``cityscapes-seq:ROOT``; None for other specs."""
-    kind, sep, root = spec.partition(":")
-    if not sep or kind not in DATASET_KINDS:
-        return None
-    if not root:
-        raise SourceError(f"{spec}: give the dataset root, e.g. {kind}:data/synth/target")
-    return kind, Path(root).expanduser()
-
-
-def vps_ground_truth(root: Path, split: str) -> GroundTruth:
-    """Return the Cityscapes-VPS labels of a split (``list_gt``: official JSON or ``panoptic_inst``)."""
-    gt = list_gt(root, split)
-    return GroundTruth("cityscapes-vps", {g.name.stem: g for v in gt.values() for g in v}, frozenset(gt))
-
-
-def seq_ground_truth(root: Path, split: str) -> GroundTruth:
-    """Return the Cityscapes-Seq labels of a split: ``gtFine/{split}/{city}/*_gtFine_labelIds.png``."""
-    folder = root / "gtFine" / split
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: Cityscapes gtFine folder not found")
-    labelled = {}
-    for path in sorted(folder.glob("*/*_gtFine_labelIds.png")):
-        name = parse_seq_name(path.name)
-        labelled[name.stem] = SeqGtFrame(name, name.stem, path)
-    if not labelled:
-        raise FileNotFoundError(f"{folder}: no *_gtFine_labelIds.png labels")
-    return GroundTruth("cityscapes-seq", labelled, frozenset(g.name.video for g in labelled.values()))
-
-
-def load_ground_truth(spec: str, split: str) -> GroundTruth:
-    """Return the ground truth of ``--gt cityscapes-vps:ROOT`` or ``cityscapes-seq:ROOT``."""
-    parsed = parse_dataset_spec(spec)
-    if parsed is None:
-        raise ValueError(f"--gt {spec}: unknown ground-truth spec; use cityscapes-vps:ROOT or cityscapes-seq:ROOT")
-    kind, root = parsed
-    return vps_ground_truth(root, split) if kind == "cityscapes-vps" else seq_ground_truth(root, split)
-
-
-def seq_videos(root: Path, split: str) -> dict[str, list[Path]]:
-    """Return ``{city_seq: frames}`` of ``leftImg8bit_sequence/{split}``, sorted by frame number."""
-    folder = root / "leftImg8bit_sequence" / split
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: Cityscapes-Seq frame folder not found")
-    videos: dict[str, list[tuple[int, Path]]] = {}
-    for path in folder.glob("*/*_leftImg8bit.png"):
-        name = parse_seq_name(path.name)
-        videos.setdefault(name.video, []).append((name.index, path))
-    if not videos:
-        raise FileNotFoundError(f"{folder}: no *_leftImg8bit.png frames")
-    return {v: [p for _, p in sorted(frames)] for v, frames in sorted(videos.items())}
-
-
-class VideoListSource(FrameSource):
-    """The videos of a dataset split one after another, each read like an image folder; counters add up."""
-
-    def __init__(self, spec: str, videos: dict[str, list[Path]], *, realtime: bool = False,
-                 fps: float | None = None) -> None:
-        super().__init__(spec, fps or DEFAULT_FPS)
-        self.videos = videos
-        self._pending = iter(videos.items())
-        self._source: ImageSequenceSource | None = None
-        self._realtime = realtime
-        self._done = {"read": 0, "dropped": 0, "corrupt": 0}
-
-    def __next__(self) -> Frame:
-        while True:
-            if self._source is None:
-                _, paths = next(self._pending)  # StopIteration: every video done
-                self._source = ImageSequenceSource(self.spec, paths, realtime=self._realtime, fps=self.fps)
-            try:
-                return next(self._source)
-            except StopIteration:
-                self.error = self.error or self._source.error
-                for key in self._done:
-                    self._done[key] += getattr(self._source, key)
-                self._source = None
-            finally:
-                self._sync()
-
-    def _sync(self) -> None:
-        live = self._source
-        self.read, self.dropped, self.corrupt = (self._done[k] + (getattr(live, k) if live else 0)
-                                                 for k in ("read", "dropped", "corrupt"))
-
-    def close(self) -> None:
-        if self._source is not None:
-            self._source.close()
-        self._pending = iter(())
-
-
-def open_dataset(spec: str, split: str, realtime: bool) -> tuple[VideoListSource, GroundTruth | None]:
-    """Return the frames of a dataset split (every frame: ``img_all``) and its labels (None if unlabelled)."""
-    kind, root = parse_dataset_spec(spec)
-    if not root.is_dir():
-        raise SourceError(f"{spec}: dataset root {root} not found")
-    try:
-        if kind == "cityscapes-vps":
-            folder = "img_all" if (root / split / "img_all").is_dir() else "img"
-            videos = vps.list_frames(root, split, folder)
-        else:
-            videos = seq_videos(root, split)
-    except (FileNotFoundError, ValueError) as e:
-        raise SourceError(f"{spec}: {e}") from None
-    try:
-        gt = vps_ground_truth(root, split) if kind == "cityscapes-vps" else seq_ground_truth(root, split)
-    except FileNotFoundError as e:
-        log.warning("%s: no labels for split %r (%s); running without metrics", spec, split, e)
-        return VideoListSource(spec, videos, realtime=realtime), None
-    streamed = {gt.frame_name(p.name).stem for paths in videos.values() for p in paths}
-    missing = sorted(set(gt.labelled) - streamed)
-    if missing:
-        raise SourceError(f"{spec}: labelled frame {missing[0]} has no frame in split {split!r} "
-                          f"({len(missing)} missing)")
-    return VideoListSource(spec, videos, realtime=realtime), gt
-
-
-# --- one frame through the model -----------------------------------------------------------
-
-def normalise(image: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Return ``out`` (1, 3, H, W) float32 = ``(image / 255 - mean) / std`` per RGB channel.
-
-    The operations and their order are those of ``vsda_train.transforms.normalize``, so the
-    runtime feeds a model bit-identical inputs to training-side evaluation.
-    """
-    for c in range(3):
-        plane = out[0, c]
-        np.divide(image[..., c], np.float32(255.0), out=plane, dtype=np.float32)
-        np.subtract(plane, mean[c], out=plane)
-        np.divide(plane, std[c], out=plane)
-    return out
-
-
-def softmax(logits: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """Return ``out`` = softmax of (C, H, W) float32 ``logits`` over classes; ``scratch`` is an (H, W) buffer.
-
-    ``np.exp`` on purpose: ``cv2.exp`` is 3x faster on moderate values but was 10x slower on the
-    strongly negative ones a confident model gives (measured in the frame loop).
-    """
-    np.max(logits, axis=0, out=scratch)
-    np.subtract(logits, scratch, out=out)
-    np.exp(out, out=out)
-    np.sum(out, axis=0, out=scratch)
-    np.reciprocal(scratch, out=scratch)  # one division per pixel, not per class and pixel
-    out *= scratch
-    return out
-
-
-def argmax_classes(scores: np.ndarray, best: np.ndarray, better: np.ndarray) -> np.ndarray:
-    """Return the (H, W) uint8 index of the largest of (C, H, W) ``scores`` (first one on ties).
-
-    Plane by plane with (H, W) buffers ``best`` (float32) and ``better`` (bool): about twice as
-    fast as ``np.argmax(axis=0)``, which reduces across strided memory.
-    """
-    label = np.zeros(scores.shape[1:], np.uint8)
-    np.copyto(best, scores[0])
-    for c in range(1, scores.shape[0]):
-        np.greater(scores[c], best, out=better)
-        np.maximum(best, scores[c], out=best)
-        np.copyto(label, np.uint8(c), where=better)
-    return label
-
-
-class FramePipeline:
-    """Pre-processes, predicts, smooths and labels one frame at a time, reusing its buffers."""
-
-    def __init__(self, segmenter: Segmenter, smoother: StreamingSmoother,
-                 input_size: tuple[int, int] | None = None, smooth_width: int = SMOOTH_WIDTH) -> None:
-        meta = segmenter.meta
-        self.segmenter, self.smoother, self.smooth_width = segmenter, smoother, smooth_width
-        self.input_size = input_size or segmenter.fixed_size  # None: each frame's own size
-        self.mean = np.asarray(meta.mean, np.float32)
-        self.std = np.asarray(meta.std, np.float32)
-        self._buffers: dict[str, np.ndarray] = {}
-        self._checked: tuple[int, int] | None = None
-
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(shape, dtype)
-        return buf
-
-    def preprocess(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """Return the normalised (1, 3, H, W) model input of an RGB frame."""
-        size = self.input_size or frame_rgb.shape[:2]
-        if size != self._checked:
-            self.segmenter.check_size(*size)
-            self._checked = size
-        if size != frame_rgb.shape[:2]:
-            frame_rgb = cv2.resize(frame_rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        return normalise(frame_rgb, self.mean, self.std, self._buffer("input", (1, 3, *size)))
-
-    def to_frame_size(self, scores: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
-        """Return (C, H, W) ``scores`` bilinearly resized to the frame (as the models' own upsampling)."""
-        if scores.shape[1:] == frame_hw:
-            return scores
-        out = self._buffer("frame_scores", (scores.shape[0], *frame_hw))
-        for c in range(scores.shape[0]):
-            cv2.resize(scores[c], (frame_hw[1], frame_hw[0]), dst=out[c], interpolation=cv2.INTER_LINEAR)
-        return out
-
-    def _smooth(self, scores: np.ndarray, frame_rgb: np.ndarray, gap: bool) -> np.ndarray:
-        """Return smoothed probabilities on a grid at most ``smooth_width`` wide (then resized to the frame)."""
-        c, h, w = scores.shape
-        if w > self.smooth_width:
-            h, w = max(1, round(h * self.smooth_width / w)), self.smooth_width
-            small = self._buffer("small_scores", (c, h, w))
-            for i in range(c):
-                cv2.resize(scores[i], (w, h), dst=small[i], interpolation=cv2.INTER_AREA)
-            scores = small
-        if self.segmenter.outputs == "logits":
-            scores = softmax(scores, self._buffer("probs", (c, h, w)), self._buffer("scratch", (h, w)))
-        return self.smoother.update(frame_rgb, scores, gap=gap)
-
-    def process(self, frame_rgb: np.ndarray, gap: bool = False) -> tuple[np.ndarray, dict[str, float]]:
-        """Return the (H, W) uint8 class map of a frame and the ms of each stage (read/total excluded)."""
-        t0 = time.perf_counter()
-        batch = self.preprocess(frame_rgb)
-        t1 = time.perf_counter()
-        scores = self.segmenter.predict(batch)[0]
-        t2 = time.perf_counter()
-        if self.smoother.mode != "none":  # argmax of logits = argmax of softmax: skip it when not smoothing
-            scores = self._smooth(scores, frame_rgb, gap)
-        t3 = time.perf_counter()
-        scores = self.to_frame_size(scores, frame_rgb.shape[:2])
-        hw = scores.shape[1:]
-        semantic = argmax_classes(scores, self._buffer("best", hw), self._buffer("better", hw, bool))
-        t4 = time.perf_counter()
-        ms = {"preprocess": t1 - t0, "inference": t2 - t1, "smoothing": t3 - t2, "postprocess": t4 - t3}
-        return semantic, {k: 1e3 * v for k, v in ms.items()}
 
 
 # --- the stream -----------------------------------------------------------------------------
