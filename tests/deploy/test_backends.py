@@ -10,7 +10,6 @@ import functools
 import json
 import sys
 import warnings
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,21 +107,6 @@ def export_tiny_model(folder: Path) -> tuple[Path, Path]:
     ckpt = save_checkpoint(folder / "model.pt", {"model": model.state_dict(), "model_config": model.config,
                                                   "label_space": "viper15"})
     return export_onnx(model, folder / "model.onnx"), ckpt
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return export_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread: its OpenMP workers spin, and on a busy 2-core machine two of them ran
-    a width-8 model 30x slower than one (measured); results do not depend on the thread count here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_ort_cpu_and_torch_backends_agree(models: tuple[Path, Path]) -> None:

@@ -11,16 +11,14 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from tests.deploy.test_backends import META, export_onnx, export_tiny_model, tiny_model, with_meta
+from tests.deploy.test_backends import META, export_onnx, tiny_model, with_meta
 from tests.deploy.test_sources import CORRUPT, FAIL, FakeCapture, _scripted_factory
 from tests.train.data_fixtures import make_cityscapes_seq
 from vsda_deploy import cityscapes_vps as vps
@@ -47,21 +45,6 @@ from vsda_deploy.sources import open_source
 
 runner = CliRunner()
 H, W = 64, 128
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return export_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread: its OpenMP workers spin, and on a busy 2-core machine two of them ran
-    a width-8 model 30x slower than one (measured); results do not depend on the thread count here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

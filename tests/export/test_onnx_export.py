@@ -12,7 +12,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from export.cli import app
@@ -24,27 +23,11 @@ from export.onnx_export import (
     model_meta,
     parse_input_size,
 )
+from tests.helpers import trained_like
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import read_onnx_meta
 from vsda_train.checkpoint import save_checkpoint
 from vsda_train.models import create_model
-
-
-def trained_like(model: nn.Module) -> nn.Module:
-    """Return ``model`` in eval mode with non-trivial BN statistics and logits within about +-10, as trained."""
-    g = torch.Generator().manual_seed(3)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-    model.eval()
-    with torch.no_grad():
-        scale = 10.0 / model(torch.randn(1, 3, 64, 128, generator=g)).abs().max()
-        for conv in model.head.modules():  # the classifier convs: logits are linear in them
-            if isinstance(conv, nn.Conv2d) and conv.out_channels == model.num_classes:
-                conv.weight.mul_(scale)
-                conv.bias.mul_(scale)
-    return model
 
 
 def random_checkpoint(path: Path, name: str = "ddrnet23_slim", width: int = 8, num_classes: int = 15,

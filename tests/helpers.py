@@ -1,0 +1,29 @@
+"""Helpers shared by several test modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vsda_train.models import SegmentationModel
+
+
+def trained_like(model: SegmentationModel) -> SegmentationModel:
+    """Return ``model`` in eval mode with non-trivial BN statistics and logits spanning +-10, as trained.
+
+    Fresh weights leave BN as the identity and logits in the hundreds, where float32 noise alone
+    exceeds an absolute tolerance; a trained model normalises and ends in moderate logits.
+    """
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+    model.eval()
+    with torch.no_grad():
+        scale = 10.0 / model(torch.randn(1, 3, 64, 128, generator=g)).abs().max()
+        for conv in model.head.modules():  # the classifier convs: logits are linear in them
+            if isinstance(conv, nn.Conv2d) and conv.out_channels == model.num_classes:
+                conv.weight.mul_(scale)
+                conv.bias.mul_(scale)
+    return model
