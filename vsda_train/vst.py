@@ -63,11 +63,12 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
                              scale=cfg.data.flow_scale)
     stats = PseudoLabelStats(space.num_classes)
     for indices in clips.videos().values():  # pass 2: per video, confidence then time
+        frames = _FrameCache(clips)  # each frame is decoded once per video, not once per vote
         for pos, i in enumerate(indices):
             label, conf = _load_raw(raw_dir, i)
             kept = select_confident(label, conf, thresholds)
             if cfg.vst.temporal_filter:
-                kept = _filter_with_neighbours(clips, indices, pos, label, kept, flow, raw_dir, cfg)
+                kept = _filter_with_neighbours(clips, frames, indices, pos, kept, flow, raw_dir, cfg)
             cv2.imwrite(str(folder / names[i]), kept.numpy().astype(np.uint8))
             stats.update(label, kept, gt.get(names[i]))
     summary = stats.summary(space.classes)
@@ -84,11 +85,22 @@ def _load_raw(raw_dir: Path, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(a[0].astype(np.int64)), torch.from_numpy(a[1].astype(np.float32))
 
 
-def _filter_with_neighbours(clips: Any, indices: list[int], pos: int, label: torch.Tensor,
+class _FrameCache:
+    """Frame t of each sample of one video, decoded on first use."""
+
+    def __init__(self, clips: Any) -> None:
+        self.clips, self.frames = clips, {}
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i not in self.frames:
+            self.frames[i] = self.clips.frames(i)[0]
+        return self.frames[i]
+
+
+def _filter_with_neighbours(clips: Any, frames: _FrameCache, indices: list[int], pos: int,
                             kept: torch.Tensor, flow: Any, raw_dir: Path, cfg: Any) -> torch.Tensor:
     """Return ``kept`` with pixels set to 255 where a visible neighbour's prediction disagrees."""
     key_t = clips.pair_keys(indices[pos])[0]
-    frame_t = None
     warped, votes = [], []
     for offset in cfg.vst.neighbours:
         npos = pos + offset
@@ -96,9 +108,7 @@ def _filter_with_neighbours(clips: Any, indices: list[int], pos: int, label: tor
             continue
         j = indices[npos]
         key_n = clips.pair_keys(j)[0]
-        if frame_t is None:
-            frame_t = clips.frames(indices[pos])[0]
-        frame_n = clips.frames(j)[0]
+        frame_t, frame_n = frames[indices[pos]], frames[j]
         flow_tn = flow(key_t, key_n, frame_t, frame_n)  # pixel of t -> where it is in the neighbour
         label_n = _load_raw(raw_dir, j)[0].numpy().astype(np.uint8)
         warped_n, valid = warp(label_n, flow_tn, nearest=True)
