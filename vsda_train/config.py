@@ -78,6 +78,7 @@ class VATConfig:
     video_disc: bool = True
     image_disc: bool = False  # optional per-frame (ADVENT-style) discriminator
     image_adv_weight: float = 1e-3
+    source_augment: str = "none"  # photometric augmentation of source clips: none | weak | strong
 
 
 @dataclass(frozen=True)

@@ -410,7 +410,8 @@ def train_vat(cfg: TrainConfig, init: str | None = None, resume: bool = False) -
     prepare_out(run, resume)
     with_flow = cfg.vat.video_disc
     bs = cfg.vat.batch_size
-    src = clip_stream(run, cfg.data.source, cfg.data.source_size, "none", True, with_flow, 0, batch_size=bs)
+    src = clip_stream(run, cfg.data.source, cfg.data.source_size, cfg.vat.source_augment, True, with_flow, 0,
+                      batch_size=bs)
     tgt = clip_stream(run, cfg.data.target, cfg.data.target_size, "none", False, with_flow, 1, batch_size=bs)
     if not with_flow:  # image-level adversarial training only: no flow needed
         src, tgt = _zero_flow(src), _zero_flow(tgt)

@@ -1,0 +1,149 @@
+"""``python -m benchmarks SUITE``: what vsda does on this machine, as a table, JSON, Markdown and a plot.
+
+    python -m benchmarks formats  [--model CKPT_OR_ONNX] [--data SPEC] [--device cpu|cuda:0] [--sizes 256x512,512x1024]
+    python -m benchmarks stream   [--model ...] [--data ...] [--sizes 256x512]
+    python -m benchmarks accuracy [--checkpoints source=A.pt,vat=B.pt,vst=C.pt,oracle=D.pt] [--data ...]
+    python -m benchmarks train    [--models ddrnet23_slim:16,deeplabv2_r101] [--amp none,bf16] [--device cuda:0]
+    python -m benchmarks metrics  [--data ...]
+    python -m benchmarks compare A.json B.json
+
+Every suite writes ``<out>/<suite>-<host>-<date>.{json,md,png}`` (default ``--out benchmarks/results``).
+Defaults are what ``make demo`` leaves: the VST checkpoint ``runs/demo/vst/last.pt`` and the synthetic
+benchmark ``cityscapes-vps:data/synth/target``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from benchmarks.suite import (
+    DEFAULT_DATA,
+    DEFAULT_MODEL,
+    SuiteOptions,
+    compare,
+    compare_table,
+    load_result,
+    parse_sizes,
+    rich_table,
+    write_result,
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0],
+                  pretty_exceptions_enable=False)
+console = Console(width=None if Console().is_terminal else 160)
+
+MODEL = typer.Option(DEFAULT_MODEL, "--model", help="checkpoint (.pt) or ONNX file")
+DATA = typer.Option(DEFAULT_DATA, "--data", help="labelled target videos, cityscapes-vps:ROOT")
+DEVICE = typer.Option("cpu", "--device", help="cpu or cuda:N")
+OUT = typer.Option(Path("benchmarks/results"), "--out", help="folder for the JSON, Markdown and PNG")
+RUNS = typer.Option(50, "--runs", min=5, help="timed frames per row (the median is reported)")
+WARMUP = typer.Option(10, "--warmup", min=0, help="untimed frames first")
+THREADS = typer.Option(0, "--threads", min=0, help="CPU threads for ORT / torch (0: one per core)")
+
+
+def _options(model: str, data: str, device: str, sizes: str, out: Path, runs: int = 50, warmup: int = 10,
+             threads: int = 0) -> SuiteOptions:
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise typer.BadParameter(f"{device!r}: use cpu or cuda:N", param_hint="--device")
+    try:
+        parsed = parse_sizes(sizes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--sizes: "), param_hint="--sizes") from None
+    return SuiteOptions(model=model, data=data, device=device, sizes=parsed, out=out, runs=runs, warmup=warmup,
+                        threads=threads)
+
+
+def _finish(suite: str, result: Any, opts: SuiteOptions) -> None:
+    """Print the table, write JSON / Markdown / PNG and say where."""
+    plot = getattr(import_module(f"benchmarks.suites.{suite}"), "plot", None)
+    paths = write_result(result, opts.out, plot)
+    console.print(rich_table(result))
+    for note in result.notes:
+        console.print(f"- {note}")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _suite(name: str) -> Any:
+    return import_module(f"benchmarks.suites.{name}")
+
+
+@app.command()
+def formats(model: str = MODEL, data: str = DATA, device: str = DEVICE,
+            sizes: str = typer.Option("256x512,512x1024", "--sizes", help="latency input sizes HxW"),
+            out: Path = OUT, runs: int = RUNS, warmup: int = WARMUP, threads: int = THREADS,
+            calib_frames: int = typer.Option(64, "--calib-frames", min=1, help="INT8 calibration frames"),
+            compile_: bool = typer.Option(None, "--compile/--no-compile",
+                                          help="time torch.compile rows (default: on CUDA only)")) -> None:
+    """Every format this machine can run: status, size, mIoU, VPQ, ms/frame, FPS."""
+    opts = _options(model, data, device, sizes, out, runs, warmup, threads)
+    _finish("formats", _suite("formats").run(opts, calib_frames=calib_frames, compile_=compile_), opts)
+
+
+@app.command()
+def stream(model: str = MODEL, data: str = DATA, device: str = DEVICE,
+           sizes: str = typer.Option("256x512", "--sizes", help="model input size HxW (the first is used)"),
+           out: Path = OUT, warmup: int = WARMUP, threads: int = THREADS) -> None:
+    """End-to-end vsda-infer on the val videos: FPS, per-stage p50/p95/p99, TC, mIoU per smoothing mode."""
+    opts = _options(model, data, device, sizes, out, warmup=warmup, threads=threads)
+    _finish("stream", _suite("stream").run(opts), opts)
+
+
+@app.command()
+def accuracy(data: str = DATA,
+             checkpoints: str = typer.Option(
+                 "", "--checkpoints", help="NAME=CKPT list (source, vat, vst, oracle); missing ones are "
+                 "taken from runs/demo or trained with --config"),
+             config: str = typer.Option("configs/synth_edge.yaml", "--config", help="config to train missing rows"),
+             train_missing: bool = typer.Option(True, "--train/--no-train", help="train rows with no checkpoint"),
+             out: Path = OUT) -> None:
+    """The adaptation table: source-only / VAT / VAT+VST / oracle (mIoU, VPQ, TC)."""
+    opts = _options(DEFAULT_MODEL, data, "cpu", "256x512", out)
+    _finish("accuracy", _suite("accuracy").run(opts, checkpoints=checkpoints, config=config,
+                                               train_missing=train_missing), opts)
+
+
+@app.command()
+def train(device: str = DEVICE,
+          models: str = typer.Option("", "--models", help="name[:width] list (default: per device)"),
+          amp: str = typer.Option("", "--amp", help="none,bf16,fp16 (default: per device)"),
+          sizes: str = typer.Option("", "--sizes", help="source crop HxW (default: per device)"),
+          iters: int = typer.Option(0, "--iters", min=0, help="timed iterations per row (default: per device)"),
+          out: Path = OUT) -> None:
+    """Iterations/s and peak memory of the source, VAT and VST steps per model and AMP setting."""
+    opts = _options(DEFAULT_MODEL, DEFAULT_DATA, device, sizes or "256x512", out)
+    _finish("train", _suite("train").run(opts, models=models, amp=amp, sizes=sizes, iters=iters), opts)
+
+
+@app.command()
+def metrics(data: str = DATA, out: Path = OUT,
+            runs: int = typer.Option(5, "--runs", min=1, help="repeats per metric (the median is reported)")) -> None:
+    """Speed of mIoU / VPQ / TC evaluation on the val split."""
+    opts = _options(DEFAULT_MODEL, data, "cpu", "256x512", out, runs=runs)
+    _finish("metrics", _suite("metrics").run(opts), opts)
+
+
+@app.command("compare")
+def compare_cmd(a: Path = typer.Argument(..., help="baseline result JSON"),
+                b: Path = typer.Argument(..., help="result JSON to compare with it")) -> None:
+    """Print B / A for every number two runs of one suite share (differences within the spread marked ≈)."""
+    ra, rb = load_result(a), load_result(b)
+    try:
+        ratios = compare(ra, rb)
+    except ValueError as exc:
+        raise SystemExit(f"error: {a}, {b}: {exc}") from None
+    console.print(compare_table(ra, rb, ratios))
+
+
+def main() -> None:
+    os.environ.setdefault("VSDA_NO_PROGRESS", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()
