@@ -18,7 +18,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, parse_size, render_report, run_inference
+from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, parse_size, run_inference
+from vsda_deploy.report import render_report
 
 app = typer.Typer(add_completion=False, help="Streaming video segmentation at the edge.")
 

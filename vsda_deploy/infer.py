@@ -37,16 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.backends import ModelError, load_segmenter
 from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec, parse_seq_name
-from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer, render_result
+from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer
 from vsda_deploy.labels import VIPER15
+from vsda_deploy.latency import LatencyHistogram
 from vsda_deploy.metrics import VideoPanopticQuality
 from vsda_deploy.panoptic import PanopticTracker
 from vsda_deploy.pipeline import (  # the maths is re-exported: tests import it from here
@@ -126,43 +126,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if m is None or min(int(m[1]), int(m[2])) < 1:
         raise ValueError(f"--input-size {text!r}: expected HxW, e.g. 512x1024")
     return int(m[1]), int(m[2])
-
-
-# --- latency --------------------------------------------------------------------------------
-
-class LatencyHistogram:
-    """Percentiles of a stream of latencies in bounded memory: log-spaced bins 1% wide (1 µs .. 1000 s)."""
-
-    LOW_MS, HIGH_MS, GROWTH = 1e-3, 1e6, 1.01
-
-    def __init__(self) -> None:
-        self._bins = math.ceil(math.log(self.HIGH_MS / self.LOW_MS) / math.log(self.GROWTH))
-        self.counts = np.zeros(self._bins + 2, np.int64)  # [under, bins..., over]
-        self.count = 0
-        self.low, self.high = math.inf, 0.0
-
-    def add(self, ms: float) -> None:
-        """Count one latency in milliseconds."""
-        if ms <= self.LOW_MS:
-            i = 0
-        else:
-            i = min(self._bins + 1, 1 + int(math.log(ms / self.LOW_MS) / math.log(self.GROWTH)))
-        self.counts[i] += 1
-        self.count += 1
-        self.low, self.high = min(self.low, ms), max(self.high, ms)
-
-    def percentile(self, q: float) -> float:
-        """Return the nearest-rank ``q``-th percentile (within 1%); NaN when empty."""
-        if self.count == 0:
-            return math.nan
-        rank = max(1, math.ceil(q / 100.0 * self.count))
-        i = int(np.searchsorted(np.cumsum(self.counts), rank))
-        centre = self.LOW_MS * self.GROWTH ** (i - 0.5)  # geometric centre of bin i
-        return min(max(centre, self.low), self.high)
-
-    def summary(self) -> dict[str, float | None]:
-        """Return ``{"p50", "p95", "p99"}`` in ms (3 decimals), None when empty."""
-        return {f"p{q}": (round(self.percentile(q), 3) if self.count else None) for q in (50, 95, 99)}
 
 
 # --- the stream -----------------------------------------------------------------------------
@@ -486,30 +449,3 @@ def run_inference(options: InferOptions, on_frame: Callable[[FrameOutput], None]
     stream = Stream(options, on_frame, source)
     with stop_on_signals(stream):
         return stream.run()
-
-
-# --- the final report -----------------------------------------------------------------------
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def render_report(result: InferResult) -> Group:
-    """Return a Rich renderable: latency per stage, frame counts, then the scores (with ground truth)."""
-    r = result.report
-    frames = r["frames"]
-    table = Table(title="latency per frame", caption=f"{r['backend']} · {r['provider']} · {r['precision']} · "
-                                                     f"{r['device']}")
-    table.add_column("stage")
-    for q in ("p50", "p95", "p99"):
-        table.add_column(f"{q} ms", justify="right")
-    for stage, values in r["latency_ms"].items():
-        table.add_row(stage, *(_ms(values[q]) for q in ("p50", "p95", "p99")), style="bold" if stage == "total" else "")
-    parts: list[Any] = [table, f"{frames['processed']} frames processed at {r['fps']:.1f} FPS",
-                        f"read {frames['read']} · dropped {frames['dropped']} · corrupt {frames['corrupt']} · "
-                        f"reconnects {r['reconnects']}"]
-    if result.stopped_by:
-        parts.append(f"stopped by {result.stopped_by}")
-    if result.scores is not None:
-        parts.append(render_result(result.scores))
-    return Group(*parts)

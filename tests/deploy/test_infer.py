@@ -29,7 +29,6 @@ from vsda_deploy.infer import (
     STAGES,
     FramePipeline,
     InferOptions,
-    LatencyHistogram,
     Stream,
     argmax_classes,
     normalise,
@@ -38,6 +37,7 @@ from vsda_deploy.infer import (
     softmax,
 )
 from vsda_deploy.labels import CITYSCAPES_LUT
+from vsda_deploy.latency import LatencyHistogram
 from vsda_deploy.metrics import ConfusionMatrix
 from vsda_deploy.model_meta import ModelMeta
 from vsda_deploy.smoothing import StreamingSmoother
