@@ -316,8 +316,9 @@ def _jetson_facts() -> dict[str, Any] | None:
         return None
     return {"model": model.read_text(errors="ignore").strip("\x00\n ") if model.exists() else None,
             "l4t": release.read_text(errors="ignore").splitlines()[0] if release.exists() else None,
+            # both may need sudo: None then means "not readable", not "off"
             "power_mode": _run(["nvpmodel", "-q"]),
-            "jetson_clocks": _run(["jetson_clocks", "--show"]) is not None}
+            "jetson_clocks": _run(["jetson_clocks", "--show"])}
 
 
 def _run(cmd: list[str]) -> str | None:
