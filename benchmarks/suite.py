@@ -154,13 +154,14 @@ def markdown_table(result: SuiteResult) -> str:
 def rich_table(result: SuiteResult, title: str | None = None) -> Any:
     """Return the result as a Rich table (numbers right-aligned)."""
     from rich.table import Table
+    from rich.text import Text
 
     headers, body = table_cells(result)
     table = Table(title=title or f"{result.suite} · {result.machine.get('summary', '')}".strip(" ·"))
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
     for cells in body:
-        table.add_row(*cells)
+        table.add_row(*(Text(c) for c in cells))  # plain text: "vsda[gpu]" is not Rich markup
     return table
 
 
