@@ -210,16 +210,25 @@ class Precision:
             self.scalers[name] = torch.amp.GradScaler(self.device.type, enabled=enabled)
         return self.scalers[name]
 
-    def step(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-             params: Any = None, clip: float | None = None) -> None:
-        """Backward, optional gradient clipping, optimiser step, through this name's scaler."""
+    def backward(self, name: str, loss: torch.Tensor) -> None:
+        """Backward of ``loss`` through this name's scaler (gradients accumulate until ``update``)."""
+        self.scaler(name).scale(loss).backward()
+
+    def update(self, name: str, optimizer: torch.optim.Optimizer, params: Any = None,
+               clip: float | None = None) -> None:
+        """Optional gradient clipping, then the optimiser step, through this name's scaler."""
         scaler = self.scaler(name)
-        scaler.scale(loss).backward()
         if clip is not None and params is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, clip)
         scaler.step(optimizer)
         scaler.update()
+
+    def step(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+             params: Any = None, clip: float | None = None) -> None:
+        """Backward, optional gradient clipping, optimiser step, through this name's scaler."""
+        self.backward(name, loss)
+        self.update(name, optimizer, params, clip)
 
 
 # --- logging ----------------------------------------------------------------------------

@@ -161,50 +161,96 @@ def source_step(run: Run, src: dict[str, Tensor]) -> dict[str, float]:
 def vat_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> dict[str, float]:
     """One VAT step: source CE + adversarial loss on target clips, then the discriminators' update.
 
-    One forward pass segments source t, source t-k, target t and target t-k together (DDP
-    needs a single pass). The video discriminator sees ``[softmax(p_t), warp(softmax(p_{t-k}))]``
-    and learns source (1) vs target (0); the segmenter is trained to make target clips look
-    like source clips.
+    The video discriminator sees ``[softmax(p_t), warp(softmax(p_{t-k}))]`` and learns source (1)
+    vs target (0); the segmenter is trained to make target clips look like source clips. Source
+    and target crops of one size go through the segmenter in one pass (DDP then syncs once);
+    crops of different sizes (the peers' 1280x720 source / 1024x512 target) in one pass per
+    domain, the source gradient accumulated locally and synchronised with the target's.
     """
-    vat, n = run.cfg.vat, src["frame"].shape[0]
-    x = torch.cat([src["frame"], src["prev"], tgt["frame"], tgt["prev"]])
-    with run.precision.autocast():
-        out = run.seg(x)
-        logits = out.logits.split(n)
-        aux = out.aux_logits.split(n)[0] if out.aux_logits is not None else None
-        loss_seg = supervised_loss(type(out)(logits[0], aux, out.features), src["label"])
-    ctx = {
-        "src": video_context(logits[0], logits[1], src["flow"]),
-        "tgt": video_context(logits[2], logits[3], tgt["flow"]),
-    }
-    logs = {"loss_seg": loss_seg.item()}
-    loss = loss_seg
-    if "video" in run.discs:
-        with frozen(run.discs["video"]):
-            loss_adv = bce_to(engine.unwrap(run.discs["video"])(*ctx["tgt"]), 1.0)
-        loss = loss + vat.adv_weight * loss_adv
-        logs["loss_adv_video"] = loss_adv.item()
-    if "image" in run.discs:
-        with frozen(run.discs["image"]):
-            loss_adv_img = bce_to(engine.unwrap(run.discs["image"])(ctx["tgt"][0]), 1.0)
-        loss = loss + vat.image_adv_weight * loss_adv_img
-        logs["loss_adv_image"] = loss_adv_img.item()
-    run.precision.step("seg", loss, run.optimizer, run.model.parameters(), run.cfg.optim.grad_clip)
+    same = src["frame"].shape[-2:] == tgt["frame"].shape[-2:]
+    ctx, logs = (_vat_joint if same else _vat_split)(run, src, tgt)
+    run.precision.update("seg", run.optimizer, run.model.parameters(), run.cfg.optim.grad_clip)
     logs.update(discriminator_step(run, ctx))
     return logs
 
 
-def discriminator_step(run: Run, ctx: dict[str, tuple[Tensor, Tensor]]) -> dict[str, float]:
+def _vat_joint(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> tuple[dict, dict[str, float]]:
+    """Segment source t, t-k and target t, t-k in one pass; backward CE + adversarial losses."""
+    n = src["frame"].shape[0]
+    with run.precision.autocast():
+        out = run.seg(torch.cat([src["frame"], src["prev"], tgt["frame"], tgt["prev"]]))
+        logits = out.logits.split(n)
+        aux = out.aux_logits.split(n)[0] if out.aux_logits is not None else None
+        loss_seg = supervised_loss(type(out)(logits[0], aux, out.features), src["label"])
+    ctx = {"src": video_context(logits[0], logits[1], src["flow"]),
+           "tgt": video_context(logits[2], logits[3], tgt["flow"])}
+    loss_adv, logs = adversarial_loss(run, ctx["tgt"])
+    run.precision.backward("seg", loss_seg + loss_adv)
+    return ctx, {"loss_seg": loss_seg.item(), **logs}
+
+
+def _vat_split(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> tuple[dict, dict[str, float]]:
+    """Segment each domain's clips in its own pass; DDP syncs the summed gradient once, after the target's."""
+    with no_sync(run.seg):
+        with run.precision.autocast():
+            out = run.seg(torch.cat([src["frame"], src["prev"]]))
+            logits = out.logits.chunk(2)
+            aux = out.aux_logits.chunk(2)[0] if out.aux_logits is not None else None
+            loss_seg = supervised_loss(type(out)(logits[0], aux, out.features), src["label"])
+        run.precision.backward("seg", loss_seg)
+    src_ctx = tuple(c.detach() for c in video_context(logits[0].detach(), logits[1].detach(), src["flow"]))
+    with run.precision.autocast():
+        out = run.seg(torch.cat([tgt["frame"], tgt["prev"]]))
+        tgt_logits = out.logits.chunk(2)
+    ctx = {"src": src_ctx, "tgt": video_context(tgt_logits[0], tgt_logits[1], tgt["flow"])}
+    loss_adv, logs = adversarial_loss(run, ctx["tgt"])
+    if out.aux_logits is not None:  # DDP reduces every parameter: keep the aux head in the graph
+        loss_adv = loss_adv + 0.0 * out.aux_logits.float().sum()
+    run.precision.backward("seg", loss_adv)
+    return ctx, {"loss_seg": loss_seg.item(), **logs}
+
+
+def adversarial_loss(run: Run, tgt_ctx: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """Return the segmenter's weighted adversarial loss on target contexts (discriminators frozen) and its logs."""
+    vat, total, logs = run.cfg.vat, torch.zeros((), device=tgt_ctx[0].device), {}
+    if "video" in run.discs:
+        with frozen(run.discs["video"]):
+            loss = bce_to(engine.unwrap(run.discs["video"])(*tgt_ctx), 1.0)
+        total, logs["loss_adv_video"] = total + vat.adv_weight * loss, loss.item()
+    if "image" in run.discs:
+        with frozen(run.discs["image"]):
+            loss = bce_to(engine.unwrap(run.discs["image"])(tgt_ctx[0]), 1.0)
+        total, logs["loss_adv_image"] = total + vat.image_adv_weight * loss, loss.item()
+    return total, logs
+
+
+def no_sync(module: nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync()`` (accumulate gradients without all-reduce) for a DDP module, else a no-op."""
+    return module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
+
+
+def discriminator_step(run: Run, ctx: dict[str, tuple[Tensor, ...]]) -> dict[str, float]:
     """Update each discriminator on detached source (1) and target (0) contexts; return its loss."""
     logs = {}
     for name, disc in run.discs.items():
         parts = (0, 1) if name == "video" else (0,)
-        both = [torch.cat([ctx["src"][i], ctx["tgt"][i]]).detach() for i in parts]
-        n = ctx["src"][0].shape[0]
-        with run.precision.autocast():
-            d_out = disc(*both)
-            loss_d = 0.5 * (bce_to(d_out[:n], 1.0) + bce_to(d_out[n:], 0.0))
-        run.precision.step(f"d_{name}", loss_d, run.d_opts[name])
+        src, tgt = ([ctx[d][i].detach() for i in parts] for d in ("src", "tgt"))
+        if src[0].shape == tgt[0].shape:
+            n = src[0].shape[0]
+            with run.precision.autocast():
+                d_out = disc(*(torch.cat([a, b]) for a, b in zip(src, tgt, strict=True)))
+                loss_d = 0.5 * (bce_to(d_out[:n], 1.0) + bce_to(d_out[n:], 0.0))
+            run.precision.backward(f"d_{name}", loss_d)
+        else:  # crops of different sizes: one pass per domain, synchronised once under DDP
+            with no_sync(disc):
+                with run.precision.autocast():
+                    loss_src = 0.5 * bce_to(disc(*src), 1.0)
+                run.precision.backward(f"d_{name}", loss_src)
+            with run.precision.autocast():
+                loss_tgt = 0.5 * bce_to(disc(*tgt), 0.0)
+            run.precision.backward(f"d_{name}", loss_tgt)
+            loss_d = loss_src.detach() + loss_tgt.detach()
+        run.precision.update(f"d_{name}", run.d_opts[name])
         run.d_opts[name].zero_grad(set_to_none=True)
         logs[f"loss_d_{name}"] = loss_d.item()
     return logs

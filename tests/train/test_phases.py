@@ -111,14 +111,16 @@ def test_resume_after_sigkill_matches_uninterrupted(synth: Path, tmp_path: Path)
         assert torch.equal(a["discs"]["video"][k], b["discs"]["video"][k]), k
 
 
-def test_ddp_two_ranks_match_one_process(synth: Path, tmp_path: Path) -> None:
-    """gloo on CPU: 2 ranks x batch 2 == 1 process x batch 4 (BatchNorm frozen: SyncBN needs CUDA)."""
+@pytest.mark.parametrize("target_size", [[64, 96], [48, 96]], ids=["joint-pass", "split-pass"])
+def test_ddp_two_ranks_match_one_process(synth: Path, tmp_path: Path, target_size: list[int]) -> None:
+    """gloo on CPU: 2 ranks x batch 2 == 1 process x batch 4 (BatchNorm frozen: SyncBN needs CUDA), with source
+    and target crops of one size (one segmenter pass) and of two sizes (a pass per domain, DDP no_sync)."""
     common = {"model": {"name": "ddrnet23_slim", "kwargs": {"width": 8}, "freeze_bn": True},
               "optim": {"iters": 3}, "run": {"ckpt_every": 3, "deterministic": False}}
     one = write_config(tmp_path / "one.yaml", synth, tmp_path / "runs", **common,
-                       data={"batch_size": 4, "scale_range": [1.0, 1.0]})
+                       data={"batch_size": 4, "scale_range": [1.0, 1.0], "target_size": target_size})
     two = write_config(tmp_path / "two.yaml", synth, tmp_path / "runs", **common,
-                       data={"batch_size": 2, "scale_range": [1.0, 1.0]})
+                       data={"batch_size": 2, "scale_range": [1.0, 1.0], "target_size": target_size})
     single = run_cli("vsda-train", "vat", "-c", str(one), "--no-eval", "--name", "single")
     assert single.returncode == 0, single.stderr
     ddp = run_cli("torchrun", "--standalone", "--nproc_per_node", "2", str(BIN / "vsda-train"), "vat", "-c",
@@ -132,3 +134,31 @@ def test_ddp_two_ranks_match_one_process(synth: Path, tmp_path: Path) -> None:
     init = create_model("ddrnet23_slim", 15, width=8).state_dict()
     moved = max((a["model"][k].float() - init[k].float()).abs().max().item() for k in init)
     assert moved > 1e-3  # training changed the weights: the comparison is not vacuous
+
+
+def test_vat_split_pass_equals_joint_pass_and_runs_at_different_sizes(synth: Path, tmp_path: Path) -> None:
+    """Crops of different sizes go through the segmenter one domain at a time; with frozen BN that is the
+    same update as the joint pass (the peers' 1280x720 source / 1024x512 target needs it)."""
+    import copy
+
+    from vsda_train import phases
+
+    cfg_path = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs",
+                            model={"name": "ddrnet23_slim", "kwargs": {"width": 8}, "freeze_bn": True},
+                            data={"scale_range": [1.0, 1.0], "target_size": [48, 96]})
+    cfg = load_config(cfg_path, ["run.name=split"])
+    run = phases.build_run(cfg, "vat")
+    phases.set_train_mode(run)
+    src = next(phases.clip_stream(run, cfg.data.source, (64, 96), "none", True, True, 0))
+    tgt_small = next(phases.clip_stream(run, cfg.data.target, (48, 96), "none", False, True, 1))
+    tgt_same = next(phases.clip_stream(run, cfg.data.target, (64, 96), "none", False, True, 1))
+    twin, before = copy.deepcopy(run), copy.deepcopy(run.model)
+    for r, fn in ((run, phases._vat_joint), (twin, phases._vat_split)):
+        fn(r, src, tgt_same)
+        r.precision.update("seg", r.optimizer)
+    for (name, a), b in zip(run.model.named_parameters(), twin.model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    moved = max((a - b).abs().max().item() for a, b in zip(run.model.parameters(), before.parameters(), strict=True))
+    assert moved > 1e-4  # the step changed the weights: the comparison is not vacuous
+    logs = phases.vat_step(run, src, tgt_small)  # different sizes: the split path, discriminator included
+    assert all(math.isfinite(v) for v in logs.values()) and {"loss_seg", "loss_adv_video", "loss_d_video"} <= set(logs)
