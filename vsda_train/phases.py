@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -293,6 +294,10 @@ def build_run(cfg: TrainConfig, phase: str, init: str | None = None) -> Run:
     model = create_model(cfg.model.name, num_classes_of(cfg), cfg.model.pretrained, **cfg.model.kwargs)
     if init:
         load_init(model, init)
+    elif cfg.model.freeze_bn and not cfg.model.pretrained and info.is_main:
+        warnings.warn("model.freeze_bn without model.pretrained or --init: BatchNorm keeps its initial statistics "
+                      "(mean 0, var 1); the DeepLabV2 recipe expects an ImageNet backbone and may diverge without it",
+                      stacklevel=2)
     model.to(device)
     if info.enabled and device.type == "cuda" and cfg.model.sync_bn and not cfg.model.freeze_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -147,7 +147,8 @@ def test_vat_split_pass_equals_joint_pass_and_runs_at_different_sizes(synth: Pat
                             model={"name": "ddrnet23_slim", "kwargs": {"width": 8}, "freeze_bn": True},
                             data={"scale_range": [1.0, 1.0], "target_size": [48, 96]})
     cfg = load_config(cfg_path, ["run.name=split"])
-    run = phases.build_run(cfg, "vat")
+    with pytest.warns(UserWarning, match="freeze_bn without model.pretrained"):  # frozen BN at its init values
+        run = phases.build_run(cfg, "vat")
     phases.set_train_mode(run)
     src = next(phases.clip_stream(run, cfg.data.source, (64, 96), "none", True, True, 0))
     tgt_small = next(phases.clip_stream(run, cfg.data.target, (48, 96), "none", False, True, 1))
