@@ -20,6 +20,7 @@ from rich.console import Console
 
 from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, parse_size, run_inference
 from vsda_deploy.report import render_report
+from vsda_deploy.smoothing import DEFAULT_ALPHA
 
 app = typer.Typer(add_completion=False, help="Streaming video segmentation at the edge.")
 
@@ -37,7 +38,7 @@ def main(
     input_size: str | None = typer.Option(None, "--input-size", help="run the model at HxW (default: its static "
                                           "input size, else each frame's size)"),
     smooth: str = typer.Option("flow", "--smooth", help="temporal smoothing: flow | ema | none"),
-    alpha: float = typer.Option(0.6, "--alpha", help="weight of the (warped) past in smoothing, in [0, 1)"),
+    alpha: float = typer.Option(DEFAULT_ALPHA, "--alpha", help="weight of the (warped) past in smoothing, in [0, 1)"),
     smooth_width: int = typer.Option(SMOOTH_WIDTH, "--smooth-width", help="smooth class probabilities on a grid at "
                                      "most this wide (px), then resize to the frame"),
     gt: str | None = typer.Option(None, "--gt", help="ground truth for live mIoU/VPQ/TC: cityscapes-vps:ROOT | "

@@ -65,7 +65,7 @@ from vsda_deploy.sinks import (
     WindowSink,
     check_output_file,
 )
-from vsda_deploy.smoothing import MODES, StreamingSmoother
+from vsda_deploy.smoothing import DEFAULT_ALPHA, MODES, StreamingSmoother
 from vsda_deploy.sources import DEFAULT_FPS, FrameSource, open_source
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class InferOptions:
     precision: str = "fp32"  # torch backend only: fp32 | fp16
     input_size: tuple[int, int] | None = None  # (H, W)
     smooth: str = "flow"
-    alpha: float = 0.6
+    alpha: float = DEFAULT_ALPHA
     smooth_width: int = SMOOTH_WIDTH  # smoothing grid at most this wide (px)
     gt: str | None = None
     split: str = "val"

@@ -112,7 +112,7 @@ def test_out_of_view_pixels_take_the_current_prediction() -> None:
     past = np.zeros((C, H, W), np.float32)
     past[0] = 1.0
     current = np.full((C, H, W), 1 / C, np.float32)
-    smoother = StreamingSmoother("flow")
+    smoother = StreamingSmoother("flow", alpha=0.6)
     smoother.update(_view(texture), past)
     out = smoother.update(_view(texture, dx, dy), current)
     # one pixel of margin: the weight map is upsampled from half resolution
