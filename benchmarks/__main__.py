@@ -15,6 +15,7 @@ benchmark ``cityscapes-vps:data/synth/target``.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,13 @@ def formats(model: str = MODEL, data: str = DATA, device: str = DEVICE,
 
 @app.command()
 def stream(model: str = MODEL, data: str = DATA, device: str = DEVICE,
-           sizes: str = typer.Option("256x512", "--sizes", help="model input size HxW (the first is used)"),
+           sizes: str = typer.Option("", "--sizes", help="model input HxW (the first is used; default: each "
+                                     "frame at its own size, so mIoU equals vsda-train eval)"),
            out: Path = OUT, warmup: int = WARMUP, threads: int = THREADS) -> None:
     """End-to-end vsda-infer on the val videos: FPS, per-stage p50/p95/p99, TC, mIoU per smoothing mode."""
-    opts = _options(model, data, device, sizes, out, warmup=warmup, threads=threads)
+    opts = _options(model, data, device, sizes or "256x512", out, warmup=warmup, threads=threads)
+    if not sizes:
+        opts = replace(opts, sizes=())
     _finish("stream", _suite("stream").run(opts), opts)
 
 

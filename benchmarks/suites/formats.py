@@ -178,8 +178,8 @@ def time_rows(result: SuiteResult, loaded: dict[int, Loaded], inputs: dict[tuple
                 if not agree(a, b):
                     result.notes.append(
                         f"{row.name} at {h}x{w}: the two timing passes disagree (p50 {a['p50']:.2f} vs "
-                        f"{b['p50']:.2f} ms, IQR {a['iqr']:.2f} / {b['iqr']:.2f}); the machine was busy, "
-                        "re-run before claiming a difference")
+                        f"{b['p50']:.2f} ms, IQR {a['iqr']:.2f} / {b['iqr']:.2f}): something besides the format "
+                        "moved the timing; re-run before claiming a difference")
 
 
 # --- the suite ---------------------------------------------------------------------------------

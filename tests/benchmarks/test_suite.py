@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -224,3 +225,24 @@ def test_accuracy_suite_gap_closed_and_missing_checkpoints(target: Path, tmp_pat
     with pytest.raises(SystemExit, match="NAME=PATH"):
         accuracy.run(SuiteOptions(data=f"cityscapes-vps:{target}"), checkpoints="best=x.pt")
     assert math.isfinite(by["source-only"].values["vpq"])
+
+
+def test_stream_suite_at_native_size_scores_like_the_evaluator(target: Path, tmp_path: Path) -> None:
+    from benchmarks.suites import stream
+    from tests.deploy.test_backends import export_tiny_model
+    from vsda_deploy.backends import load_segmenter
+    from vsda_deploy.evaluation import evaluate_predictor
+
+    onnx_path, _ = export_tiny_model(tmp_path / "model")
+    res = stream.run(SuiteOptions(model=str(onnx_path), data=f"cityscapes-vps:{target}", sizes=(), warmup=1))
+    none = res.rows[0]
+    assert none.status == "ok" and any("at their own size" in n for n in res.notes)
+    seg = load_segmenter(onnx_path)
+    mean, std = np.asarray(seg.meta.mean, np.float32), np.asarray(seg.meta.std, np.float32)
+
+    def predict(rgb: np.ndarray) -> np.ndarray:  # the plain model at the frame's size, as vsda-train eval scores
+        x = ((rgb.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
+        return seg.predict(np.ascontiguousarray(x))[0].argmax(0).astype(np.uint8)
+
+    expected = evaluate_predictor(predict, target, "val").to_json()["miou"]
+    assert none.values["miou"] == pytest.approx(expected, abs=1e-3)
