@@ -47,7 +47,7 @@ demo: install
 # JSON, Markdown and PNG per suite into $(BENCH_OUT). The 3-seed adaptation table is
 # `make bench-adaptation` (about an hour on 2 cores).
 bench: demo
-	$(BIN)/python -m benchmarks formats --out $(BENCH_OUT)
+	$(BIN)/python -m benchmarks formats --compile --out $(BENCH_OUT)
 	$(BIN)/python -m benchmarks stream --out $(BENCH_OUT)
 	$(BIN)/python -m benchmarks accuracy --out $(BENCH_OUT)
 	$(BIN)/python -m benchmarks train --out $(BENCH_OUT)
