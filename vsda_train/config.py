@@ -91,6 +91,7 @@ class VSTConfig:
     temporal_filter: bool = True  # neighbours warped by flow must agree
     neighbours: tuple[int, ...] = (-1, 1)  # offsets (in k) of the voting frames
     occlusion_check: bool = True  # forward-backward check: occluded pixels do not vote
+    time_first: bool = False  # class-balanced selection among temporally consistent pixels (filter, then select)
     augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
 
 

@@ -3,8 +3,10 @@
 Pass 1 predicts every target frame once, keeping its class map and confidence on disk
 and the per-class confidence histogram in memory. Pass 2 walks each video: class-balanced
 confidence selection, then the temporal filter with both neighbours warped by optical flow
-(occluded or out-of-view pixels do not vote). Labels go to ``<folder>/<frame name>.png``
-and the statistics to ``<folder>/stats.json``.
+(occluded or out-of-view pixels do not vote). With ``vst.time_first`` the temporal filter
+runs first and the class-balanced thresholds are taken over the temporally consistent pixels
+only, so the kept top-p of each class is chosen among labels that time already confirmed.
+Labels go to ``<folder>/<frame name>.png`` and the statistics to ``<folder>/stats.json``.
 """
 
 from __future__ import annotations
@@ -48,27 +50,40 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     raw_dir.mkdir(parents=True, exist_ok=True)
     model = run.model
     hist = ConfidenceHistogram(space.num_classes)
+    time_first = cfg.vst.temporal_filter and cfg.vst.time_first
     names: dict[int, str] = {}
     for i in range(len(clips)):  # pass 1: predictions and the confidence histogram
         sample = clips[i]
         names[i] = _label_name(sample.meta)
         probs = predict_probs(model, sample.frame, run.device)
         conf, label = probs.max(0)
-        hist.update(conf[None], label[None])
         np.save(raw_dir / f"{i}.npy", np.stack([label.numpy().astype(np.float16), conf.numpy().astype(np.float16)]))
-    thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
-    gt = _oracle_labels(cfg)
+        if not time_first:
+            hist.update(conf[None], label[None])
     flow = flow_provider("dis", root=spec_root(cfg.data.target), preset=cfg.data.flow_preset,
                          cache=cfg.data.flow_cache, compute=cfg.data.compute_flow,
                              scale=cfg.data.flow_scale)
+    consistent: dict[int, torch.Tensor] = {}
+    if time_first:  # pass 1b: the temporal filter first; thresholds from the consistent pixels only
+        for indices in clips.videos().values():
+            frames = _FrameCache(clips)
+            for pos, i in enumerate(indices):
+                label, conf = _load_raw(raw_dir, i)
+                consistent[i] = _filter_with_neighbours(clips, frames, indices, pos, label, flow, raw_dir, cfg)
+                hist.update(conf[None], consistent[i][None])
+    thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
+    gt = _oracle_labels(cfg)
     stats = PseudoLabelStats(space.num_classes)
     for indices in clips.videos().values():  # pass 2: per video, confidence then time
         frames = _FrameCache(clips)  # each frame is decoded once per video, not once per vote
         for pos, i in enumerate(indices):
             label, conf = _load_raw(raw_dir, i)
-            kept = select_confident(label, conf, thresholds)
-            if cfg.vst.temporal_filter:
-                kept = _filter_with_neighbours(clips, frames, indices, pos, kept, flow, raw_dir, cfg)
+            if time_first:
+                kept = select_confident(consistent.pop(i), conf, thresholds)
+            else:
+                kept = select_confident(label, conf, thresholds)
+                if cfg.vst.temporal_filter:
+                    kept = _filter_with_neighbours(clips, frames, indices, pos, kept, flow, raw_dir, cfg)
             cv2.imwrite(str(folder / names[i]), kept.numpy().astype(np.uint8))
             stats.update(label, kept, gt.get(names[i]))
     summary = stats.summary(space.classes)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -163,3 +164,32 @@ def test_vat_split_pass_equals_joint_pass_and_runs_at_different_sizes(synth: Pat
     assert moved > 1e-4  # the step changed the weights: the comparison is not vacuous
     logs = phases.vat_step(run, src, tgt_small)  # different sizes: the split path, discriminator included
     assert all(math.isfinite(v) for v in logs.values()) and {"loss_seg", "loss_adv_video", "loss_d_video"} <= set(logs)
+
+
+def test_time_first_pseudo_labels_select_among_temporally_consistent_pixels(synth: Path, tmp_path: Path) -> None:
+    """vst.time_first: the temporal filter runs first and the class-balanced top-p is taken among the
+    consistent pixels, so its labels are a subset of the consistent set (and equal to it at p = 1)."""
+    import cv2
+
+    from vsda_train import phases
+    from vsda_train.vst import make_pseudo_labels
+
+    cfg_path = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs")
+
+    def labels(time_first: bool, top: float) -> dict[str, np.ndarray]:
+        cfg = load_config(cfg_path, [f"run.name=pl_{time_first}_{top}", f"vst.time_first={str(time_first).lower()}",
+                                     f"vst.class_top_fraction={top}"])
+        folder = tmp_path / f"pl_{time_first}_{top}"
+        make_pseudo_labels(phases.build_run(cfg, "vst"), folder)
+        return {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))}
+
+    consistent = labels(False, 1.0)  # every confidence passes: the temporally consistent set
+    assert labels(True, 1.0).keys() == consistent.keys()
+    for a, b in zip(labels(True, 1.0).values(), consistent.values(), strict=True):
+        assert np.array_equal(a, b)
+    picked = labels(True, 0.5)
+    kept = sum(int((v != 255).sum()) for v in picked.values())
+    assert 0 < kept < sum(int((v != 255).sum()) for v in consistent.values())
+    for name, lab in picked.items():
+        on = lab != 255
+        assert np.array_equal(lab[on], consistent[name][on])  # a subset, with the same classes
