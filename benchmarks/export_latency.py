@@ -22,7 +22,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,21 +31,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.suite import time_calls
+
 app = typer.Typer(add_completion=False)
 
 VARIANTS = ("pytorch", "ort-fp32", "ort-fp16", "ort-int8", "ort-int8-cpu")
-
-
-def time_runs(fn: Callable[[], Any], runs: int, warmup: int) -> list[float]:
-    """Return the wall times (ms) of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return times
 
 
 def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
@@ -129,7 +118,7 @@ def bench_one(model: Any, files: dict[str, Path], x: np.ndarray, threads: int, r
     for variant in VARIANTS[1:]:
         run = ort_runner(files[variant.removeprefix("ort-")], threads)
         runners[variant] = lambda run=run: run(x)
-    return {name: time_runs(fn, runs, warmup) for name, fn in runners.items()}
+    return {name: time_calls(fn, runs, warmup) for name, fn in runners.items()}
 
 
 def _summary(times: dict[str, list[float]]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 SCHEMA = "vsda-benchmark/1"
 OK, INACCURATE, FAILED = "ok", "inaccurate", "failed"
 STATUS_MARK = {OK: "✅", INACCURATE: "❎", FAILED: "❌"}
@@ -244,18 +246,9 @@ def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
     """Return n, p50, p95, p99, IQR (ms) and FPS (1000 / p50) of a list of per-frame times."""
     if not times_ms:
         raise ValueError("no timings")
-    xs = sorted(times_ms)
-    q = lambda p: _percentile(xs, p)  # noqa: E731
-    p50 = q(50)
-    return {"n": len(xs), "p50": p50, "p95": q(95), "p99": q(99), "iqr": q(75) - q(25),
-            "mean": statistics.fmean(xs), "fps": 1e3 / p50 if p50 > 0 else math.inf}
-
-
-def _percentile(sorted_xs: Sequence[float], p: float) -> float:
-    """Linear-interpolated percentile (numpy's default) of an already sorted list."""
-    pos = (len(sorted_xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+    p25, p50, p75, p95, p99 = (float(v) for v in np.percentile(times_ms, [25, 50, 75, 95, 99]))
+    return {"n": len(times_ms), "p50": p50, "p95": p95, "p99": p99, "iqr": p75 - p25,
+            "mean": statistics.fmean(times_ms), "fps": 1e3 / p50 if p50 > 0 else math.inf}
 
 
 def agree(a: dict[str, float], b: dict[str, float]) -> bool:

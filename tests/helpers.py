@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 from torch import nn
 
@@ -27,3 +30,16 @@ def trained_like(model: SegmentationModel) -> SegmentationModel:
                 conv.weight.mul_(scale)
                 conv.bias.mul_(scale)
     return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread in the modules that import this fixture.
+
+    Its OpenMP workers spin: on a busy 2-core machine two of them ran a width-8 model 30x slower
+    than one (measured), and one thread also makes the tiny fits deterministic.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

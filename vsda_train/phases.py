@@ -199,7 +199,7 @@ def _vat_split(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> tupl
             aux = out.aux_logits.chunk(2)[0] if out.aux_logits is not None else None
             loss_seg = supervised_loss(type(out)(logits[0], aux, out.features), src["label"])
         run.precision.backward("seg", loss_seg)
-    src_ctx = tuple(c.detach() for c in video_context(logits[0].detach(), logits[1].detach(), src["flow"]))
+    src_ctx = video_context(logits[0].detach(), logits[1].detach(), src["flow"])  # only the discriminators see it
     with run.precision.autocast():
         out = run.seg(torch.cat([tgt["frame"], tgt["prev"]]))
         tgt_logits = out.logits.chunk(2)

@@ -63,14 +63,14 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     flow = flow_provider("dis", root=spec_root(cfg.data.target), preset=cfg.data.flow_preset,
                          cache=cfg.data.flow_cache, compute=cfg.data.compute_flow,
                              scale=cfg.data.flow_scale)
-    consistent: dict[int, torch.Tensor] = {}
     if time_first:  # pass 1b: the temporal filter first; thresholds from the consistent pixels only
         for indices in clips.videos().values():
             frames = _FrameCache(clips)
             for pos, i in enumerate(indices):
                 label, conf = _load_raw(raw_dir, i)
-                consistent[i] = _filter_with_neighbours(clips, frames, indices, pos, label, flow, raw_dir, cfg)
-                hist.update(conf[None], consistent[i][None])
+                consistent = _filter_with_neighbours(clips, frames, indices, pos, label, flow, raw_dir, cfg)
+                hist.update(conf[None], consistent[None])
+                np.save(raw_dir / f"{i}_consistent.npy", consistent.numpy().astype(np.uint8))  # 255 stays 255
     thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
     gt = _oracle_labels(cfg)
     stats = PseudoLabelStats(space.num_classes)
@@ -79,7 +79,8 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
         for pos, i in enumerate(indices):
             label, conf = _load_raw(raw_dir, i)
             if time_first:
-                kept = select_confident(consistent.pop(i), conf, thresholds)
+                consistent = torch.from_numpy(np.load(raw_dir / f"{i}_consistent.npy").astype(np.int64))
+                kept = select_confident(consistent, conf, thresholds)
             else:
                 kept = select_confident(label, conf, thresholds)
                 if cfg.vst.temporal_filter:

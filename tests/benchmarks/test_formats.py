@@ -11,14 +11,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from benchmarks import suite as S
@@ -27,6 +26,7 @@ from benchmarks.suites import formats
 from benchmarks.suites.formats_rows import NEEDS_CHECKPOINT, Loaded
 from export.onnx_export import export_fp32, load_for_export, model_meta
 from tests.export.test_parity import fit_checkpoint
+from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_train.synth.config import SynthConfig
 from vsda_train.synth.generate import generate
 
@@ -41,15 +41,6 @@ NAMES = [
 ]
 ORT_CPU = NAMES[4:8]
 PROVIDERS = {"ORT CUDA": "CUDAExecutionProvider", "ORT TensorRT-EP": "TensorrtExecutionProvider"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread: deterministic fitting, and OpenMP workers spin on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ are so close that any rounding flips its argmax, which says nothing about an exp
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -26,6 +25,7 @@ from export import parity as P
 from export.cli import app
 from export.precision import normalise
 from tests.export.test_onnx_export import random_checkpoint
+from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.model_meta import ModelMeta, read_onnx_meta
 from vsda_train.checkpoint import save_checkpoint
@@ -36,15 +36,6 @@ from vsda_train.synth.generate import generate
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZE = (64, 128)  # the synthetic frames' own size
 MODELS = {"ddrnet23_slim": (16, 300), "deeplabv2_r18": (8, 150)}  # width, fitting steps
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """PyTorch on 1 thread: deterministic fitting, and 2 OpenMP threads on 2 shared CI cores run ~8x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- known answers
