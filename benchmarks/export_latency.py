@@ -5,7 +5,8 @@
 
 Every variant runs the same normalised real frame (the first val frame of ``--data``; without data a
 small synthetic benchmark is generated in a temporary folder), one frame at a time, ``--runs`` timed runs
-after ``--warmup``; the median is reported (p90 in the JSON). ONNX Runtime: CPU provider, every graph
+after ``--warmup``, in 5 round-robin blocks (every variant, then every variant again...) so the ratios
+are measured side by side; the median is reported (p90 in the JSON). ONNX Runtime: CPU provider, every graph
 optimisation, one intra-op thread per core; PyTorch: ``inference_mode``, the same thread count.
 INT8 rows: ``int8`` is the TensorRT-ready file (symmetric INT8 activations); ``int8-cpu`` is
 ``--int8-target cpu`` (UINT8 activations, ONNX Runtime's recommendation for x86, where ReLU then fuses
@@ -36,6 +37,8 @@ from benchmarks.suite import time_calls
 app = typer.Typer(add_completion=False)
 
 VARIANTS = ("pytorch", "ort-fp32", "ort-fp16", "ort-int8", "ort-int8-cpu")
+BLOCKS = 5  # round-robin timing blocks per variant
+SETTLE = 2  # untimed calls at the start of each block
 
 
 def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
@@ -118,7 +121,26 @@ def bench_one(model: Any, files: dict[str, Path], x: np.ndarray, threads: int, r
     for variant in VARIANTS[1:]:
         run = ort_runner(files[variant.removeprefix("ort-")], threads)
         runners[variant] = lambda run=run: run(x)
-    return {name: time_calls(fn, runs, warmup) for name, fn in runners.items()}
+    return interleaved(runners, runs, warmup)
+
+
+def interleaved(runners: dict[str, Callable[[], Any]], runs: int, warmup: int,
+                blocks: int = BLOCKS, settle: int = SETTLE) -> dict[str, list[float]]:
+    """Return ``runs`` latencies (ms) per runner, timed in ``blocks`` round-robin blocks.
+
+    Every runner gets its warm-up, then each block times every runner in turn, so a slow spell of the
+    machine (another process, frequency changes) lands on all variants alike and leaves the ratios intact.
+    Each block starts with ``settle`` untimed calls: the thread pool of the runtime that ran before
+    (PyTorch's OpenMP, ONNX Runtime's) still spins for a moment and would steal a core.
+    """
+    for fn in runners.values():
+        time_calls(fn, 0, warmup)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    per_block = [runs // blocks + (b < runs % blocks) for b in range(blocks)]
+    for n in per_block:
+        for name, fn in runners.items():
+            times[name] += time_calls(fn, n, settle)
+    return times
 
 
 def _summary(times: dict[str, list[float]]) -> dict[str, Any]:

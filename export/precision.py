@@ -38,9 +38,11 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS = ("trt", "cpu")
 # What gets Q/DQ. For TensorRT the inputs of the weighted layers only: quantizing the residual Adds too
 # (NVIDIA's fusion advice) cost 0.2-0.5 points of argmax agreement on DDRNet-23-slim, and agreement is the
-# binding tolerance. For ONNX Runtime on x86 the Adds as well: QLinearAdd keeps the graph in INT8.
+# binding tolerance. For ONNX Runtime on x86 the Adds as well (QLinearAdd keeps the graph in INT8), and
+# Relu/Clip: with UINT8 activations the quantizer removes them (the producer's range starts at 0 instead),
+# so no DequantizeLinear -> Relu -> QuantizeLinear round trip runs between two INT8 layers.
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-CPU_QUANTIZED_OPS = (*QUANTIZED_OPS, "Add")
+CPU_QUANTIZED_OPS = (*QUANTIZED_OPS, "Add", "Relu", "Clip")
 FP32_OPS = ("Resize", "Upsample", "Softmax", "ArgMax")  # never quantized / kept FP32 in FP16 graphs
 PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
 MERGE_OPS = ("Add", "Sum", "Concat", "Mul")
@@ -330,9 +332,32 @@ def quantize_int8(src: str | Path, dst: str | Path, reader: FrameCalibrationRead
                 reader.rewind()
             quantize_static(str(prepared), str(work / "int8.onnx"), reader, **kwargs)
         model = onnx.load(str(work / "int8.onnx"))
+    if not symmetric:  # TensorRT wants every Q followed by DQ: only ONNX Runtime gets the shortcut
+        shapes_from_quantized(model)
     set_meta(model, _with_precision(meta, "int8"))
     model.producer_name = "vsda-export"
     return save_checked(model, dst)
+
+
+def shapes_from_quantized(model: onnx.ModelProto) -> int:
+    """Let every ``Shape`` of a DequantizeLinear output read the quantized tensor; return how many moved.
+
+    Dynamic-size Resizes take their target size from a feature map's shape. In a Q/DQ graph that map is a
+    DequantizeLinear output, which ONNX Runtime then computes in full just to read its shape. The shape of
+    the quantized input is the same, and a DequantizeLinear left without consumers is dropped.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    moved = 0
+    for node in model.graph.node:
+        dq = producer.get(node.input[0]) if node.op_type == "Shape" else None
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            node.input[0] = dq.input[0]
+            moved += 1
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in used]
+    for node in dead:
+        model.graph.node.remove(node)
+    return moved
 
 
 # --- TensorRT's Q/DQ rules --------------------------------------------------------------------

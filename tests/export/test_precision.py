@@ -131,6 +131,27 @@ def test_int8_cpu_target_breaks_tensorrt_rules(fp32: tuple, tmp_path: Path) -> N
         quantize_int8(src, tmp_path / "x.onnx", reader, method="kl")
 
 
+def test_int8_cpu_graph_folds_relu_and_reads_shapes_quantized(fp32: tuple, tmp_path: Path) -> None:
+    """UINT8 target: Relus between INT8 layers are gone, no Shape waits for a DequantizeLinear,
+    and the result still agrees with the FP32 graph (argmax on the calibration frames)."""
+    src, frames, _ = fp32
+    reader = FrameCalibrationReader(open_frames(str(frames)), 6, SIZE, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    q = onnx.load(str(quantize_int8(src, tmp_path / "cpu.onnx", reader, target="cpu")))
+    relus = lambda m: sum(n.op_type == "Relu" for n in m.graph.node)  # noqa: E731
+    assert relus(q) < relus(onnx.load(str(src))) / 2
+    producer = {out: node for node in q.graph.node for out in node.output}
+    shapes = [n for n in q.graph.node if n.op_type == "Shape"]
+    assert shapes and all(producer.get(n.input[0]) is None or producer[n.input[0]].op_type != "DequantizeLinear"
+                          for n in shapes)
+    used = {i for n in q.graph.node for i in n.input} | {o.name for o in q.graph.output}
+    assert all(n.output[0] in used for n in q.graph.node)  # nothing dead left behind
+    reader.rewind()
+    x = np.concatenate([reader.get_next()["image"] for _ in range(6)])
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "cpu.onnx")]
+    ref, out = (r.run(None, {"image": x})[0].argmax(1) for r in runs)
+    assert (ref == out).mean() >= 0.97
+
+
 def _qdq_graph(zero_point: np.ndarray, act_scale: np.ndarray, axis: int = 0) -> onnx.ModelProto:
     """x -> Q -> DQ -> Conv(DQ(weight int8, per-channel on ``axis``)): the smallest Q/DQ conv."""
     w = numpy_helper.from_array(np.ones((4, 2, 1, 1), np.int8), "w")
