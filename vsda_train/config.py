@@ -92,6 +92,8 @@ class VSTConfig:
     neighbours: tuple[int, ...] = (-1, 1)  # offsets (in k) of the voting frames
     occlusion_check: bool = True  # forward-backward check: occluded pixels do not vote
     time_first: bool = False  # class-balanced selection among temporally consistent pixels (filter, then select)
+    tta_flip: bool = False  # pseudo labels from the mean softmax of the frame and its mirror image
+    tta_scales: tuple[float, ...] = (1.0,)  # ... and of these rescaled copies (each mirrored too with tta_flip)
     augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
 
 

@@ -12,12 +12,14 @@ Labels go to ``<folder>/<frame name>.png`` and the statistics to ``<folder>/stat
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vsda_deploy.flow import occlusion_mask, warp
 from vsda_deploy.labels import IGNORE_INDEX, get_label_space
@@ -27,11 +29,27 @@ from vsda_train.transforms import normalize
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, frame: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Return softmax probabilities (C, H, W) of one RGB uint8 frame."""
+def predict_probs(model: torch.nn.Module, frame: np.ndarray, device: torch.device,
+                  scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Return softmax probabilities (C, H, W) of one RGB uint8 frame.
+
+    With several ``scales`` and/or ``flip`` (test-time augmentation) the probabilities are the mean over
+    the rescaled and mirrored copies, each brought back to the frame's size (and orientation) first.
+    """
     model.eval()
     x = normalize(frame).unsqueeze(0).to(device)
-    return model(x).float().softmax(1)[0].cpu()
+    size = x.shape[-2:]
+    total, n = None, 0
+    for s in scales:
+        xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        for mirrored in (False, True) if flip else (False,):
+            logits = model(xs.flip(-1) if mirrored else xs).float()
+            logits = logits.flip(-1) if mirrored else logits
+            if logits.shape[-2:] != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            probs = logits.softmax(1)
+            total, n = (probs if total is None else total + probs), n + 1
+    return (total / n)[0].cpu()
 
 
 def _label_name(meta: dict) -> str:
@@ -55,7 +73,7 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     for i in range(len(clips)):  # pass 1: predictions and the confidence histogram
         sample = clips[i]
         names[i] = _label_name(sample.meta)
-        probs = predict_probs(model, sample.frame, run.device)
+        probs = predict_probs(model, sample.frame, run.device, cfg.vst.tta_scales, cfg.vst.tta_flip)
         conf, label = probs.max(0)
         np.save(raw_dir / f"{i}.npy", np.stack([label.numpy().astype(np.float16), conf.numpy().astype(np.float16)]))
         if not time_first:

@@ -44,3 +44,30 @@ def test_stats_kept_fraction_and_accuracy() -> None:
     assert s["kept_fraction"] == 50.0
     assert s["accuracy_kept"] == 50.0  # kept labelled: pixel 0 (right) and pixel 2 (wrong)
     assert abs(s["accuracy_raw"] - 100 / 3) < 1e-9
+
+
+class _Shift(torch.nn.Module):
+    """Logits of class 1 = the pixel's left neighbour's red value (not mirror-symmetric); class 0 = 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = torch.nn.functional.pad(x[:, :1], (1, 0))[..., :-1]
+        return torch.cat([torch.zeros_like(left), left], 1)
+
+
+def test_predict_probs_mirror_and_scale_averaging() -> None:
+    import numpy as np
+
+    from vsda_train.transforms import normalize
+    from vsda_train.vst import predict_probs
+
+    frame = np.random.default_rng(0).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    model, cpu = _Shift(), torch.device("cpu")
+    x = normalize(frame).unsqueeze(0)
+    plain = model(x).softmax(1)[0]
+    mirrored = model(x.flip(-1)).flip(-1).softmax(1)[0]  # the right neighbour's value instead
+    assert torch.allclose(predict_probs(model, frame, cpu), plain)
+    assert torch.allclose(predict_probs(model, frame, cpu, flip=True), (plain + mirrored) / 2, atol=1e-6)
+    half = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    back = torch.nn.functional.interpolate(model(half), size=(8, 16), mode="bilinear", align_corners=False)
+    expected = (plain + back.softmax(1)[0]) / 2
+    assert torch.allclose(predict_probs(model, frame, cpu, scales=(1.0, 0.5)), expected, atol=1e-6)
