@@ -252,6 +252,23 @@ def fp32_nodes(model: onnx.ModelProto, num_classes: int) -> list[str]:
     return sorted(keep)
 
 
+def input_convs(model: onnx.ModelProto) -> list[str]:
+    """Return the names of the convolutions that read a graph input (the image) directly."""
+    inputs = {i.name for i in model.graph.input}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+
+
+def _excluded(model: onnx.ModelProto, num_classes: int, symmetric: bool) -> list[str]:
+    """Nodes left FP32: the classifier path, and for ONNX Runtime on CPU also the first convolution.
+
+    A 3-channel convolution is a poor fit for the uint8 kernels (its QLinearConv plus the image's
+    QuantizeLinear took longer than the FP32 convolution on the demo model at 256x512) and it is
+    the layer most sensitive to quantization.
+    """
+    keep = fp32_nodes(model, num_classes)
+    return keep if symmetric else sorted({*keep, *input_convs(model)})
+
+
 def _calibration_options(method: str) -> dict:
     if method == "entropy":  # TensorRT's entropy calibrator: many bins, 128 quantized levels
         return {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128, "symmetric": True}
@@ -319,7 +336,8 @@ def quantize_int8(src: str | Path, dst: str | Path, reader: FrameCalibrationRead
         kwargs = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
                       per_channel=per_channel, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                       weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, _method_name(method)),
-                      nodes_to_exclude=fp32_nodes(onnx.load(str(prepared)), meta.num_classes), extra_options=options)
+                      nodes_to_exclude=_excluded(onnx.load(str(prepared)), meta.num_classes, symmetric),
+                      extra_options=options)
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
             if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
                 from onnxruntime.quantization.calibrate import save_tensors_data

@@ -132,8 +132,8 @@ def test_int8_cpu_target_breaks_tensorrt_rules(fp32: tuple, tmp_path: Path) -> N
 
 
 def test_int8_cpu_graph_folds_relu_and_reads_shapes_quantized(fp32: tuple, tmp_path: Path) -> None:
-    """UINT8 target: Relus between INT8 layers are gone, no Shape waits for a DequantizeLinear,
-    and the result still agrees with the FP32 graph (argmax on the calibration frames)."""
+    """UINT8 target: Relus between INT8 layers are gone, no Shape waits for a DequantizeLinear, the
+    image's convolution stays FP32, and the result still agrees with the FP32 graph (argmax)."""
     src, frames, _ = fp32
     reader = FrameCalibrationReader(open_frames(str(frames)), 6, SIZE, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     q = onnx.load(str(quantize_int8(src, tmp_path / "cpu.onnx", reader, target="cpu")))
@@ -145,6 +145,8 @@ def test_int8_cpu_graph_folds_relu_and_reads_shapes_quantized(fp32: tuple, tmp_p
                           for n in shapes)
     used = {i for n in q.graph.node for i in n.input} | {o.name for o in q.graph.output}
     assert all(n.output[0] in used for n in q.graph.node)  # nothing dead left behind
+    first = [n for n in q.graph.node if n.op_type == "Conv" and n.input[0] == "image"]
+    assert len(first) == 1 and not any(n.op_type == "QuantizeLinear" and n.input[0] == "image" for n in q.graph.node)
     reader.rewind()
     x = np.concatenate([reader.get_next()["image"] for _ in range(6)])
     runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "cpu.onnx")]
