@@ -96,6 +96,10 @@ class VSTConfig:
     tta_scales: tuple[float, ...] = (1.0,)  # ... and of these rescaled copies (each mirrored too with tta_flip)
     augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
 
+    def __post_init__(self) -> None:
+        if not self.tta_scales or any(s <= 0 for s in self.tta_scales):
+            raise ConfigError(f"vst.tta_scales: expected one or more positive scales, got {list(self.tta_scales)}")
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -25,7 +25,9 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [(["optim.lrr=1"], "unknown key 'lrr'"), (["optimx.lr=1"], "unknown section"),
-     (["optim.iters=abc"], "expected int"), (["optim"], "section.key=value")],
+     (["optim.iters=abc"], "expected int"), (["optim"], "section.key=value"),
+     (["vst.tta_scales=[]"], "vst.tta_scales: expected one or more positive scales"),
+     (["vst.tta_scales=[1.0,0]"], "vst.tta_scales: expected one or more positive scales")],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
