@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +44,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_synth(out: Path, frames: int, source_clips: int = 2, target_train_clips: int = 2,
+               target_val_clips: int = 1) -> Path:
+    """Generate a 128x64 synthetic benchmark into ``out`` (no source-val clips); return ``out``."""
+    from vsda_train.synth.config import SynthConfig
+    from vsda_train.synth.generate import generate
+
+    generate(out, SynthConfig(width=128, height=64, source_clips=source_clips, source_val_clips=0,
+                              target_train_clips=target_train_clips, target_val_clips=target_val_clips,
+                              frames=frames))
+    return out

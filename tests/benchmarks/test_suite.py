@@ -31,6 +31,7 @@ from benchmarks.suite import (
     time_calls,
     write_result,
 )
+from tests.helpers import tiny_synth
 
 COLS = [Column("ms_p50", "ms p50", "{:.2f}"), Column("miou", "mIoU")]
 
@@ -166,12 +167,8 @@ def test_cli_compare_and_bad_options(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vsda_train.synth.config import SynthConfig
-    from vsda_train.synth.generate import generate
-
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, SynthConfig(width=128, height=64, source_clips=1, source_val_clips=0, target_train_clips=1,
-                              target_val_clips=2, frames=8))
+    out = tiny_synth(tmp_path_factory.mktemp("synth"), frames=8, source_clips=1, target_train_clips=1,
+                     target_val_clips=2)
     return out / "target"
 
 

@@ -11,8 +11,7 @@ import torch
 
 from benchmarks.suite import FAILED, INACCURATE, OK, SuiteOptions, SuiteResult
 from benchmarks.suites import train
-from vsda_train.synth.config import SynthConfig
-from vsda_train.synth.generate import generate
+from tests.helpers import tiny_synth
 
 MODEL = "ddrnet23_slim:8"
 
@@ -20,9 +19,7 @@ MODEL = "ddrnet23_slim:8"
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "bench"
-    generate(out, SynthConfig(width=128, height=64, source_clips=2, source_val_clips=0, target_train_clips=2,
-                              target_val_clips=1, frames=6))
-    return out
+    return tiny_synth(out, frames=6)
 
 
 def options(synth: Path) -> SuiteOptions:

@@ -15,11 +15,10 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers import tiny_synth
 from vsda_train.checkpoint import load_checkpoint
 from vsda_train.config import for_phase, load_config
 from vsda_train.models import create_model
-from vsda_train.synth.config import SynthConfig
-from vsda_train.synth.generate import generate
 
 BIN = Path(sys.prefix) / "bin"
 
@@ -27,9 +26,7 @@ BIN = Path(sys.prefix) / "bin"
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "bench"
-    generate(out, SynthConfig(width=128, height=64, source_clips=2, source_val_clips=0, target_train_clips=2,
-                              target_val_clips=1, frames=10))
-    return out
+    return tiny_synth(out, frames=10)
 
 
 def write_config(path: Path, synth: Path, runs: Path, **changes: dict) -> Path:
