@@ -13,6 +13,11 @@ INT8 rows: ``int8`` is the TensorRT-ready file (symmetric INT8 activations); ``i
 into QLinearConv). On x86, ONNX Runtime fuses only part of the symmetric file's Q/DQ convolutions;
 ``session.qdqisint8allowed=1`` fuses them all but runs about 3x slower (S8S8 kernels, ReLU between Q/DQ).
 Without a checkpoint the models are randomly initialised: latency does not depend on the weights' values.
+
+Each row also gives the model's convolution GFLOP and a *ceiling* for FP32 ORT vs PyTorch: PyTorch's time
+over the time the convolutions alone would take at ONNX Runtime's best FP32 convolution rate on this CPU
+(one 3x3 convolution, 256 to 256 channels on 64x64). When ONNX Runtime's convolutions already run at
+that rate, no FP32 graph optimisation can push the ratio past the ceiling.
 Other processes on the machine distort the numbers: the JSON records the load average before and after.
 """
 
@@ -51,6 +56,48 @@ def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"image": x})
+
+
+def conv_gflop(model: Any, size: tuple[int, int]) -> float:
+    """Return the GFLOP (2 x multiply-adds) of ``model``'s convolutions on one (1, 3, H, W) image."""
+    import torch
+    from torch import nn
+
+    macs = [0]
+
+    def count(conv: nn.Conv2d, _inputs: Any, out: torch.Tensor) -> None:
+        kh, kw = conv.kernel_size
+        macs[0] += out.numel() * conv.in_channels // conv.groups * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, *size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 2 * macs[0] / 1e9
+
+
+def conv_peak_gflops(threads: int, channels: int = 256, size: int = 64, runs: int = 10) -> float:
+    """Return ONNX Runtime's FP32 rate (GFLOP/s) on one large 3x3 convolution: its kernels' ceiling on this CPU."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32) * 0.02
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [numpy_helper.from_array(weight, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = rng.standard_normal(shape, dtype=np.float32)
+    ms = statistics.median(time_calls(lambda: session.run(None, {"x": x}), runs, 2))
+    return 2 * channels**2 * 9 * size**2 / (ms * 1e6)
 
 
 def _model(checkpoint: str | None, name: str, width: int, work: Path) -> tuple[Any, Path]:
@@ -143,7 +190,8 @@ def interleaved(runners: dict[str, Callable[[], Any]], runs: int, warmup: int,
     return times
 
 
-def _summary(times: dict[str, list[float]]) -> dict[str, Any]:
+def _summary(times: dict[str, list[float]], gflop: float, peak: float) -> dict[str, Any]:
+    """Return medians, p90s, ratios, GFLOP/s per variant and the FP32-vs-PyTorch ceiling at ``peak`` GFLOP/s."""
     med = {k: statistics.median(v) for k, v in times.items()}
     p90 = {k: float(np.percentile(v, 90)) for k, v in times.items()}
     ratios = {
@@ -152,17 +200,20 @@ def _summary(times: dict[str, list[float]]) -> dict[str, Any]:
         "int8_cpu_vs_ort_fp32": med["ort-fp32"] / med["ort-int8-cpu"],
         "fp16_vs_ort_fp32": med["ort-fp32"] / med["ort-fp16"],
     }
-    return {"median_ms": med, "p90_ms": p90, "speedup": ratios}
+    return {"median_ms": med, "p90_ms": p90, "speedup": ratios, "conv_gflop": gflop,
+            "gflops": {k: gflop / v * 1e3 for k, v in med.items()},
+            "ort_fp32_vs_pytorch_ceiling": med["pytorch"] / (gflop / peak * 1e3)}
 
 
 def _table(results: list[dict[str, Any]]) -> Table:
-    table = Table(title="CPU latency, median ms (speed-up vs ORT FP32; ORT FP32 vs PyTorch)")
-    for col in ("model", "size", *VARIANTS, "FP32 ORT/PyTorch", "INT8/FP32", "INT8-cpu/FP32"):
+    table = Table(title="CPU latency, median ms (speed-up vs ORT FP32; ORT FP32 vs PyTorch, its ceiling)")
+    for col in ("model", "size", "GFLOP", *VARIANTS, "FP32 ORT/PyTorch", "ceiling", "INT8/FP32",
+                "INT8-cpu/FP32"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
         med, sp = r["median_ms"], r["speedup"]
-        table.add_row(r["model"], r["size"], *(f"{med[v]:.1f}" for v in VARIANTS),
-                      f"{sp['ort_fp32_vs_pytorch']:.2f}x",
+        table.add_row(r["model"], r["size"], f"{r['conv_gflop']:.1f}", *(f"{med[v]:.1f}" for v in VARIANTS),
+                      f"{sp['ort_fp32_vs_pytorch']:.2f}x", f"{r['ort_fp32_vs_pytorch_ceiling']:.2f}x",
                       f"{sp['int8_vs_ort_fp32']:.2f}x",
                       f"{sp['int8_cpu_vs_ort_fp32']:.2f}x")
     return table
@@ -192,8 +243,10 @@ def main(
     from export.precision import normalise, open_frames
 
     threads = threads or os.cpu_count() or 1
-    console, results = Console(), []
+    console, results = Console(width=None if Console().is_terminal else 160), []
     load_before = os.getloadavg()
+    peak = conv_peak_gflops(threads)
+    console.print(f"ONNX Runtime FP32 3x3 convolution, 256 channels, {threads} threads: {peak:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory(prefix="vsda-latency-") as tmp:
         work = Path(tmp)
         spec = _data(data, work)
@@ -206,13 +259,15 @@ def main(
                 files = _export_all(model, ckpt, size, dynamic, spec, calib_frames, work)
                 x = normalise(frame, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
                 times = bench_one(model, files, x, threads, runs, warmup)
-                results.append({"model": label, "size": f"{size[0]}x{size[1]}", **_summary(times)})
+                summary = _summary(times, conv_gflop(model, size), peak)
+                results.append({"model": label, "size": f"{size[0]}x{size[1]}", **summary})
                 console.print(f"{label} {size[0]}x{size[1]}: " + ", ".join(
                     f"{k} {v:.1f} ms" for k, v in results[-1]["median_ms"].items()))
     console.print(_table(results))
-    report = {"results": results, "runs": runs, "warmup": warmup, "threads": threads, "dynamic": dynamic,
-              "frame": spec, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-              "load_before": load_before, "load_after": os.getloadavg(), "versions": _versions()}
+    report = {"results": results, "conv_peak_gflops": peak, "runs": runs, "warmup": warmup, "threads": threads,
+              "dynamic": dynamic, "frame": spec, "cpu": platform.processor() or platform.machine(),
+              "cores": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg(),
+              "versions": _versions()}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=1))
