@@ -11,7 +11,7 @@ RUNS ?= runs/$(RUNS_NAME)
 DEMO_CONFIG ?= configs/synth_edge.yaml
 BENCH_OUT ?= benchmarks/results
 
-.PHONY: install test demo lint bench bench-adaptation clean
+.PHONY: install test test-compat demo lint bench bench-adaptation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The suite again on the OpenCV 4.x / NumPy 1.x that Jetson images ship (JetPack 6: OpenCV 4.8),
+# in its own environment: opencv-python (5.x) and the headless 4.8 build must not share one.
+COMPAT_VENV ?= .venv-compat
+COMPAT_PINS ?= "numpy<2" "opencv-python-headless==4.8.1.78"
+test-compat:
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" $(COMPAT_PINS) onnxruntime onnx onnxscript \
+		typer rich pyyaml matplotlib pytest
+	$(COMPAT_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(COMPAT_VENV)/bin/python -c "import cv2, numpy; print('OpenCV', cv2.__version__, 'NumPy', numpy.__version__)"
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check .
@@ -57,4 +69,4 @@ bench-adaptation: demo
 	$(BIN)/python -m benchmarks.adaptation --seeds 0,1,2 --out $(BENCH_OUT)/adaptation.json
 
 clean:
-	rm -rf $(VENV) runs data/synth .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) runs data/synth .pytest_cache
