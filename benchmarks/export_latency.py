@@ -18,6 +18,7 @@ Each row also gives the model's convolution GFLOP and a *ceiling* for FP32 ORT v
 over the time the convolutions alone would take at ONNX Runtime's best FP32 convolution rate on this CPU
 (one 3x3 convolution, 256 to 256 channels on 64x64). When ONNX Runtime's convolutions already run at
 that rate, no FP32 graph optimisation can push the ratio past the ceiling.
+
 Other processes on the machine distort the numbers: the JSON records the load average before and after.
 """
 
