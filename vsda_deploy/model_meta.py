@@ -2,8 +2,9 @@
 
 The same fields live in an ONNX file's ``metadata_props`` (string key/values) and in the
 ``model.engine.json`` sidecar of a TensorRT plan. The graph's input is ``image``
-(N, 3, H, W) float (normalised RGB: ``(x / 255 - mean) / std``) and its output ``logits``
-(N, C, H, W) at the input resolution.
+(N, 3, H, W) float (``vsda_deploy.preprocess``: ``(x / 255 - mean) / std`` in ``channel_order``)
+and its output ``logits`` (N, C, H, W) at the input resolution. ``input_size`` is the scale the
+model was trained and exported for: ``vsda-infer`` resizes frames to it unless told otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from vsda_deploy.preprocess import Normalization
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -28,6 +31,7 @@ class ModelMeta:
     dynamic: bool = True  # height and width are dynamic axes
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: str = "rgb"  # rgb | bgr (Caffe-style backbones)
     precision: str = "fp32"  # fp32 | fp16 | int8
     model_name: str = ""
     model_config: dict[str, Any] = field(default_factory=dict)
@@ -38,6 +42,11 @@ class ModelMeta:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def normalization(self) -> Normalization:
+        """Return the input normalisation (channel order, mean, std) the model expects."""
+        return Normalization(tuple(self.mean), tuple(self.std), self.channel_order)
 
     def to_props(self) -> dict[str, str]:
         """Return the fields as ``{"vsda.<field>": JSON string}`` for ONNX ``metadata_props``."""

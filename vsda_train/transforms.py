@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vsda_deploy.labels import IGNORE_INDEX
+from vsda_deploy.preprocess import IMAGENET, Normalization, normalise
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,12 +72,9 @@ def apply_photometric(image: np.ndarray, params: dict) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """Return a (3, H, W) float tensor of an RGB uint8 image, ImageNet-normalised."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+def normalize(image: np.ndarray, norm: Normalization = IMAGENET) -> torch.Tensor:
+    """Return the (3, H, W) float tensor of an RGB uint8 image (``vsda_deploy.preprocess.normalise``)."""
+    return torch.from_numpy(normalise(np.ascontiguousarray(image), norm)[0])
 
 
 def _resize(frame, prev, label, flow, scale: float):
