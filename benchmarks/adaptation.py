@@ -36,8 +36,8 @@ def _train(row: str, cfg: Any, init: str | None) -> Any:
     from vsda_train.phases import train_source, train_vat, train_vst
 
     if row in ("source_only", "source_aug", "oracle"):
-        return train_source(for_phase(cfg, "source"), resume=True, oracle=row == "oracle",
-                            photometric="strong" if row == "source_aug" else "none")
+        source = replace(cfg.source, oracle=row == "oracle", augment="strong" if row == "source_aug" else "none")
+        return train_source(for_phase(replace(cfg, source=source), "source"), resume=True)
     if row in ("vat", "image_adv"):
         if row == "image_adv":
             cfg = replace(cfg, vat=replace(cfg.vat, video_disc=False, image_disc=True))

@@ -27,9 +27,9 @@ from torch import nn
 from vsda_deploy import __version__ as VSDA_VERSION
 from vsda_deploy.labels import get_label_space
 from vsda_deploy.model_meta import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelMeta
+from vsda_deploy.preprocess import preset
 from vsda_train.checkpoint import CheckpointError, file_hash
 from vsda_train.evaluate import load_model
-from vsda_train.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 OPSET = 17
 MIN_OPSET = 13  # per-axis QuantizeLinear (INT8 weights) needs 13; Resize with sizes needs 11
@@ -73,10 +73,11 @@ def model_meta(model: nn.Module, ckpt: dict[str, Any], ckpt_path: str | Path, in
                dynamic: bool, precision: str = "fp32") -> ModelMeta:
     """Return the ModelMeta of an exported checkpoint (classes, palette, normalisation, provenance)."""
     space = get_label_space(ckpt.get("label_space", "viper15"))
+    norm = preset(((ckpt.get("config") or {}).get("model") or {}).get("preprocess", "imagenet"))
     config = dict(model.config)
     return ModelMeta(
         classes=space.classes, palette=space.palette, label_space=space.name, input_size=tuple(input_size),
-        dynamic=dynamic, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD), precision=precision,
+        dynamic=dynamic, mean=norm.mean, std=norm.std, channel_order=norm.channel_order, precision=precision,
         model_name=str(config.get("name", "")), model_config=config,
         checkpoint_sha256=file_hash(ckpt_path, length=64), vsda_version=VSDA_VERSION,
         things=tuple(sorted(space.things)),

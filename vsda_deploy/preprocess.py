@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -49,6 +50,26 @@ def preset(name: str) -> Normalization:
         raise ValueError(f"preprocess {name!r}: choose from {', '.join(PRESETS)}") from None
 
 
+def resize_frame(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Return ``image`` resized to ``size`` (H, W): area averaging to shrink, bilinear to enlarge.
+
+    Area averaging keeps a 1920x1080 -> 1280x720 frame free of aliasing (like PIL's resampling the
+    peers train with); training, evaluation and ``vsda-infer`` all resize frames with this function.
+    """
+    if size is None or tuple(size) == image.shape[:2]:
+        return image
+    h, w = size
+    shrink = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Return a class-id map resized to ``size`` (H, W) with nearest-neighbour sampling."""
+    if size is None or tuple(size) == label.shape[:2]:
+        return label
+    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def normalise(image: np.ndarray, norm: Normalization = IMAGENET, out: np.ndarray | None = None) -> np.ndarray:
     """Return ``out`` (1, 3, H, W) float32: the model input of an RGB uint8 (H, W, 3) ``image``.
 
@@ -74,4 +95,7 @@ def denormalise(x: np.ndarray, norm: Normalization = IMAGENET) -> np.ndarray:
     return np.clip(np.rint(np.stack(planes, -1) * 255.0), 0, 255).astype(np.uint8)
 
 
-__all__ = ["CAFFE", "IMAGENET", "PRESETS", "Normalization", "denormalise", "normalise", "preset"]
+__all__ = [
+    "CAFFE", "IMAGENET", "PRESETS", "Normalization", "denormalise", "normalise", "preset", "resize_frame",
+    "resize_label",
+]

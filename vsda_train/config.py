@@ -1,7 +1,7 @@
 """Training configuration: frozen dataclasses loaded from YAML, overridden with ``key=value``.
 
 One YAML file per scenario lives in ``configs/``. The file mirrors the dataclasses below
-(sections ``data``, ``model``, ``optim``, ``vat``, ``vst``, ``run``); anything left out
+(sections ``data``, ``model``, ``optim``, ``source``, ``vat``, ``vst``, ``run``); anything left out
 keeps its default. ``--set optim.lr=1e-3 --set run.seed=1`` overrides single fields.
 """
 
@@ -16,10 +16,37 @@ from typing import Any
 
 import yaml
 
+BN_MODES = ("train", "frozen_affine", "frozen_stats", "frozen")
+PREPROCESS = ("imagenet", "caffe")
+TARGET_FRAMES = ("all", "labelled")
+VAT_PASSES = ("per_domain", "joint")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the dataclasses."""
+
+
+def _choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _size(where: str, value: tuple[int, ...] | None) -> None:
+    if value is not None and (len(value) != 2 or min(value) < 1):
+        raise ConfigError(f"{where}: expected [H, W] with positive sides, got {list(value)}")
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where clips come from and how they are cropped."""
+    """Where clips come from and how training reads them: load-time resize, random scale, crop, flip.
+
+    Frames are resized at load to ``source_resize`` / ``target_resize`` (H, W; None keeps the
+    dataset's size), as the peers do (VIPER 1920x1080 -> 720x1280, Cityscapes 2048x1024 ->
+    512x1024); the optical flow is computed (and cached) on the resized frames. A training clip is
+    then rescaled by a factor from ``scale_range``, cropped to ``source_size`` / ``target_size``
+    and mirrored with ``hflip``. Target frames are predicted at ``eval_size`` (default
+    ``target_resize``) for validation, pseudo labels and export, and scored at full resolution.
+    """
 
     source: str = ""  # labelled source spec, e.g. viper:data/synth/source
     target: str = ""  # unlabelled target spec, e.g. cityscapes-vps:data/synth/target
@@ -28,26 +55,59 @@ class DataConfig:
     oracle: str = ""  # target-train *with* labels: the oracle run and pseudo-label accuracy only
     label_space: str = "viper15"
     k: int = 1  # neighbour offset t-k
+    target_frames: str = "all"  # all | labelled: every target frame, or the labelled-frame positions (peers)
+    source_resize: tuple[int, int] | None = None  # H, W of source frames at load (None: as stored)
+    target_resize: tuple[int, int] | None = None
+    eval_size: tuple[int, int] | None = None  # H, W target frames are predicted at (None: target_resize)
     source_size: tuple[int, int] = (128, 256)  # H, W of training crops
     target_size: tuple[int, int] = (128, 256)
     scale_range: tuple[float, float] = (1.0, 1.0)  # random rescale before the crop
+    hflip: bool = True  # random horizontal flip of training clips
     batch_size: int = 2
     workers: int = 0
+    flow_source: str = "dis"  # dis (OpenCV DIS, cached) | flownet2:FOLDER (the published *_int16_x10.npy)
     flow_preset: str = "medium"
-    flow_scale: float = 1.0  # DIS at this fraction of the frame size (must match `vsda-train flow --scale`)
+    flow_scale: float = 1.0  # DIS at this fraction of the (resized) frame size
     flow_cache: str | None = None
     compute_flow: bool = True  # False: a missing cached pair is an error
+
+    def __post_init__(self) -> None:
+        _choice("data.target_frames", self.target_frames, TARGET_FRAMES)
+        for name in ("source_resize", "target_resize", "eval_size", "source_size", "target_size"):
+            _size(f"data.{name}", getattr(self, name))
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ConfigError(f"data.scale_range: expected 0 < low <= high, got {list(self.scale_range)}")
+        if self.flow_source != "dis" and not self.flow_source.startswith("flownet2:"):
+            raise ConfigError(f"data.flow_source: {self.flow_source!r} is not 'dis' or 'flownet2:FOLDER'")
+
+    @property
+    def predict_size(self) -> tuple[int, int] | None:
+        """Return the (H, W) target frames are predicted at (None: their own size)."""
+        return self.eval_size or self.target_resize
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which segmenter, built with ``vsda_train.models.create_model``."""
+    """Which segmenter (``vsda_train.models.create_model``), its input normalisation and BatchNorm mode.
+
+    ``bn``: ``train`` (batch statistics, affine trained), ``frozen_affine`` (batch statistics and
+    running averages as in train mode, affine weights fixed: the peers' DeepLabV2 recipe),
+    ``frozen_stats`` (running statistics fixed, affine trained) or ``frozen`` (BatchNorm fixed).
+    ``preprocess``: ``imagenet`` (RGB, mean/std) or ``caffe`` (BGR, 0-255, mean only: the Caffe
+    ImageNet ResNet-101 the peers start from).
+    """
 
     name: str = "ddrnet23_slim"
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
-    freeze_bn: bool = False  # BatchNorm in eval mode while training (the DeepLabV2 recipe at batch 1)
+    bn: str = "train"
+    preprocess: str = "imagenet"
     sync_bn: bool = True  # SyncBatchNorm under multi-GPU DDP (CUDA only; CPU/gloo keeps per-rank stats)
+
+    def __post_init__(self) -> None:
+        _choice("model.bn", self.bn, BN_MODES)
+        _choice("model.preprocess", self.preprocess, PREPROCESS)
 
 
 @dataclass(frozen=True)
@@ -60,10 +120,26 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
-    iters: int = 40000
+    iters: int = 40000  # where training stops
+    poly_horizon: int | None = None  # the poly LR reaches 0 here (peers: 250000 while stopping at 40k-120k)
+    head_schedule: str = "poly"  # poly | constant: the heads' LR (DA-VSN / TPS leave their x10 heads undecayed)
     phase_iters: dict[str, int] = field(default_factory=dict)  # e.g. {vst: 20000}; default: iters
     warmup_iters: int = 0
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # max L2 norm of the segmenter's gradient (peers: none or 1)
+    aux_weight: float = 0.4  # weight of the auxiliary head's cross-entropy (DDRNet 0.4; DeepLabV2 peers 0.1)
+
+    def __post_init__(self) -> None:
+        _choice("optim.head_schedule", self.head_schedule, ("poly", "constant"))
+        if self.poly_horizon is not None and self.poly_horizon < 1:
+            raise ConfigError(f"optim.poly_horizon: expected a positive iteration count, got {self.poly_horizon}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The supervised phase (``vsda-train source``): on source labels, or on target-train labels (oracle)."""
+
+    oracle: bool = False  # train on data.oracle (target-train labels): the upper bound, never a method
+    augment: str = "none"  # photometric augmentation of the training clips: none | weak | strong
 
 
 @dataclass(frozen=True)
@@ -79,6 +155,15 @@ class VATConfig:
     image_disc: bool = False  # optional per-frame (ADVENT-style) discriminator
     image_adv_weight: float = 1e-3
     source_augment: str = "none"  # photometric augmentation of source clips: none | weak | strong
+    disc_schedule: str = "constant"  # constant | poly: the discriminators' LR decays like the segmenter's
+    disc_grad_clip: float | None = None  # max L2 norm of each discriminator's gradient (DA-VSN: 1)
+    aux_adv_weight: float = 0.0  # adversarial weight on the auxiliary output (its own discriminator; peers 2e-4)
+    passes: str = "per_domain"  # per_domain: source and target clips in separate segmenter passes (peers);
+    #                             joint: one pass over both (crops of one size only)
+
+    def __post_init__(self) -> None:
+        _choice("vat.disc_schedule", self.disc_schedule, ("constant", "poly"))
+        _choice("vat.passes", self.passes, VAT_PASSES)
 
 
 @dataclass(frozen=True)
@@ -125,6 +210,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
     vat: VATConfig = field(default_factory=VATConfig)
     vst: VSTConfig = field(default_factory=VSTConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -133,8 +219,6 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the dataclasses."""
 
 
 def _plain(value: Any) -> Any:

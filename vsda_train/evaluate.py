@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vsda_deploy.labels import get_label_space
 from vsda_deploy.metrics import ConfusionMatrix
+from vsda_deploy.preprocess import IMAGENET, Normalization, preset, resize_frame
 from vsda_train.checkpoint import CheckpointError, load_checkpoint
 from vsda_train.models import create_model
 from vsda_train.transforms import normalize
@@ -38,24 +40,42 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     return model.to(device).eval(), ckpt
 
 
-def predictor(model: nn.Module, device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """Return ``predict(rgb uint8 HxWx3) -> train-id map (H, W) uint8`` for a segmenter."""
+def checkpoint_inputs(ckpt: dict[str, Any]) -> tuple[tuple[int, int] | None, Normalization]:
+    """Return ``(eval size or None, input normalisation)`` a checkpoint's model expects."""
+    size = ckpt.get("eval_size")
+    model_cfg = (ckpt.get("config") or {}).get("model") or {}
+    return (tuple(size) if size else None), preset(model_cfg.get("preprocess", "imagenet"))
+
+
+def predictor(model: nn.Module, device: str | torch.device = "cpu", size: tuple[int, int] | None = None,
+              norm: Normalization = IMAGENET) -> Callable[[np.ndarray], np.ndarray]:
+    """Return ``predict(rgb uint8 HxWx3) -> train-id map (H, W) uint8`` for a segmenter.
+
+    The frame is resized to ``size`` (the scale the model was trained at; None: as given), and the
+    logits are resized back to the frame bilinearly before the argmax, as ``vsda-infer`` does.
+    """
     device = torch.device(device)
 
     @torch.no_grad()
     def predict(image: np.ndarray) -> np.ndarray:
         model.eval()
-        logits = model(normalize(image).unsqueeze(0).to(device))
+        logits = model(normalize(resize_frame(image, size), norm).unsqueeze(0).to(device))
+        if logits.shape[-2:] != image.shape[:2]:
+            logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     return predict
 
 
 def evaluate_model(model: nn.Module, spec: str, split: str = "val", label_space: str = "viper15",
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Return the eval JSON (``miou``, ``iou``, ``vpq``…, percent) of ``model`` on a labelled spec."""
+                   device: str | torch.device = "cpu", size: tuple[int, int] | None = None,
+                   norm: Normalization = IMAGENET) -> dict[str, Any]:
+    """Return the eval JSON (``miou``, ``iou``, ``vpq``…, percent) of ``model`` on a labelled spec.
+
+    The model predicts at ``size`` and is scored against the labels at their full resolution.
+    """
     kind, _, root = spec.partition(":")
-    predict = predictor(model, device)
+    predict = predictor(model, device, size, norm)
     if kind == "cityscapes-vps":
         from vsda_deploy.evaluation import evaluate_predictor
 
@@ -91,9 +111,11 @@ def write_eval(result: dict[str, Any], path: str | Path) -> None:
 def evaluate_run(run: Any) -> dict[str, Any]:
     """Score a finished run's last model on ``data.val``; write ``runs/NAME/eval.json`` and print it."""
     cfg = run.cfg
-    result = evaluate_model(run.model, cfg.data.val, cfg.data.val_split, cfg.data.label_space, run.device)
+    result = evaluate_model(run.model, cfg.data.val, cfg.data.val_split, cfg.data.label_space, run.device,
+                            cfg.data.predict_size, run.norm)
     result["checkpoint"] = str(run.out / "last.pt")
     result["selection"] = "last checkpoint (no model selection on target labels)"
+    result["eval_size"] = list(cfg.data.predict_size) if cfg.data.predict_size else None
     write_eval(result, run.out / "eval.json")
     print_summary(result, f"{run.phase} · {cfg.run.name}")
     return result

@@ -1,116 +1,123 @@
-"""Pseudo labels for video self-training (VST): confidence per class, then agreement over time.
+"""Pseudo-label rules of video self-training (VST), as plain functions over numpy arrays.
 
 1. Confidence (CBST-style): for each class keep the most confident ``p`` of the pixels
-   predicted as that class over the whole target set; the per-class thresholds come from
-   a histogram accumulated in one pass (:class:`ConfidenceHistogram`).
-2. Temporal consistency: the predictions of neighbouring frames, warped to frame ``t``
-   with optical flow, must agree with the label at ``t``; pixels that are occluded or out
-   of view in a neighbour (forward-backward check) do not vote.
+   predicted as that class over the whole target set. Confidences are quantised to 256 levels
+   (``quantise``), so the per-class thresholds come exactly from a histogram of integer counts
+   (:class:`ConfidenceHistogram`), which DDP ranks add up to identical thresholds.
+2. Temporal consistency: the predictions of neighbouring frames, warped to frame ``t`` with
+   optical flow, must agree with the label at ``t``; pixels that are occluded or out of view in
+   a neighbour (forward-backward check) do not vote.
+
+Both rules only turn pixels into 255, so they commute; what ``vst.time_first`` changes is which
+pixels the histogram counts (every prediction, or only the temporally consistent ones).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from vsda_deploy.labels import IGNORE_INDEX
 
+LEVELS = 256  # confidence levels of a uint8 quantisation
+
+
+def quantise(confidence: np.ndarray) -> np.ndarray:
+    """Return max-softmax confidences in [0, 1] as uint8 levels ``round(255 * c)``."""
+    return np.rint(np.clip(confidence, 0.0, 1.0) * (LEVELS - 1)).astype(np.uint8)
+
 
 class ConfidenceHistogram:
-    """Per-class histograms of max-softmax confidence, giving class-balanced thresholds."""
+    """Per-class counts of each confidence level, giving class-balanced thresholds."""
 
-    def __init__(self, num_classes: int, bins: int = 1000) -> None:
-        self.num_classes, self.bins = num_classes, bins
-        self.counts = torch.zeros(num_classes, bins, dtype=torch.float64)
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.counts = np.zeros((num_classes, LEVELS), np.int64)
 
-    def update(self, confidence: Tensor, label: Tensor) -> None:
-        """Add the confidences (N, H, W) of pixels predicted as ``label`` (N, H, W)."""
-        conf_bin = (confidence.detach().float().clamp(0, 1 - 1e-7) * self.bins).long().cpu()
-        idx = label.long().cpu() * self.bins + conf_bin
-        valid = label.cpu() != IGNORE_INDEX
-        self.counts += torch.bincount(idx[valid], minlength=self.num_classes * self.bins).view(
-            self.num_classes, self.bins).double()
+    def update(self, levels: np.ndarray, label: np.ndarray) -> None:
+        """Add the confidence levels (uint8) of the pixels labelled ``label`` (255 ignored)."""
+        keep = label != IGNORE_INDEX
+        idx = label[keep].astype(np.int64) * LEVELS + levels[keep]
+        self.counts += np.bincount(idx, minlength=self.num_classes * LEVELS).reshape(self.num_classes, LEVELS)
 
-    def thresholds(self, top_fraction: float, min_confidence: float = 0.0) -> Tensor:
-        """Return (C,) thresholds keeping the top ``top_fraction`` of each class's pixels."""
-        # cumulative count from the top bin down: keep bins until the fraction is reached
-        from_top = self.counts.flip(1).cumsum(1)
-        total = from_top[:, -1:].clamp(min=1)
-        reached = (from_top / total) >= top_fraction
-        first = reached.float().argmax(1)  # first bin (from the top) where the fraction is reached
-        thr = (self.bins - 1 - first).double() / self.bins
-        thr[self.counts.sum(1) == 0] = 1.0  # a class never predicted keeps nothing
-        return thr.clamp(min=min_confidence).float()
+    def thresholds(self, top_fraction: float, min_confidence: float = 0.0) -> np.ndarray:
+        """Return (C,) int levels: a pixel of class c is kept at a level >= thresholds[c].
+
+        The threshold is the highest level at which at least ``top_fraction`` of the class's
+        pixels are kept; a class never predicted gets ``LEVELS`` (keeps nothing).
+        """
+        from_top = self.counts[:, ::-1].cumsum(1)
+        total = np.maximum(from_top[:, -1:], 1)
+        first = (from_top >= top_fraction * total).argmax(1)  # levels counted from the top
+        thr = LEVELS - 1 - first
+        thr[self.counts.sum(1) == 0] = LEVELS
+        return np.maximum(thr, int(np.ceil(min_confidence * (LEVELS - 1) - 1e-9)))
 
 
-def select_confident(label: Tensor, confidence: Tensor, thresholds: Tensor) -> Tensor:
+def select_confident(label: np.ndarray, levels: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Return ``label`` with pixels below their class threshold set to 255."""
-    thr = thresholds.to(label.device)[label.long().clamp(max=len(thresholds) - 1)]
-    out = label.clone()
-    out[(confidence < thr) | (label == IGNORE_INDEX)] = IGNORE_INDEX
-    return out
+    table = np.append(thresholds, LEVELS)  # a void pixel is never kept
+    cls = np.where(label == IGNORE_INDEX, len(thresholds), label)
+    return np.where(levels >= table[cls], label, IGNORE_INDEX).astype(label.dtype)
 
 
-def temporal_filter(label: Tensor, warped_neighbours: list[Tensor], voting: list[Tensor]) -> Tensor:
-    """Return ``label`` (N, H, W) with pixels set to 255 where a voting neighbour disagrees.
+def temporal_filter(label: np.ndarray, warped_neighbours: Sequence[np.ndarray],
+                    voting: Sequence[np.ndarray]) -> np.ndarray:
+    """Return ``label`` with pixels set to 255 where a voting neighbour disagrees.
 
-    ``warped_neighbours[i]`` (N, H, W) is neighbour i's predicted class warped to frame t;
-    ``voting[i]`` (N, H, W) bool marks where it may vote (in view and not occluded).
+    ``warped_neighbours[i]`` is neighbour i's predicted class warped to frame t; ``voting[i]``
+    (bool) marks where it may vote (in view and not occluded).
     """
-    out = label.clone()
-    for warped, vote in zip(warped_neighbours, voting):
-        disagree = vote & (warped != label)
-        out[disagree] = IGNORE_INDEX
+    out = label.copy()
+    for warped, vote in zip(warped_neighbours, voting, strict=True):
+        out[vote & (warped != label)] = IGNORE_INDEX
     return out
 
 
-@dataclass
 class PseudoLabelStats:
-    """Kept fraction per class and, when target labels exist, pseudo-label accuracy."""
+    """Kept fraction per class and, when target labels exist, pseudo-label accuracy (integer counts)."""
 
-    num_classes: int
-    predicted: Tensor = field(init=False)
-    kept: Tensor = field(init=False)
-    kept_correct: Tensor = field(init=False)
-    kept_labelled: Tensor = field(init=False)
-    raw_correct: Tensor = field(init=False)
-    raw_labelled: Tensor = field(init=False)
+    FIELDS = ("predicted", "kept", "kept_correct", "kept_labelled", "raw_correct", "raw_labelled")
 
-    def __post_init__(self) -> None:
-        z = lambda: torch.zeros(self.num_classes, dtype=torch.float64)  # noqa: E731
-        self.predicted, self.kept, self.kept_correct = z(), z(), z()
-        self.kept_labelled, self.raw_correct, self.raw_labelled = z(), z(), z()
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.counts = np.zeros((len(self.FIELDS), num_classes), np.int64)
 
-    def _count(self, label: Tensor, mask: Tensor | None = None) -> Tensor:
-        sel = label[label != IGNORE_INDEX] if mask is None else label[mask & (label != IGNORE_INDEX)]
-        return torch.bincount(sel.long().flatten().cpu(), minlength=self.num_classes).double()
+    def _count(self, label: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        keep = label != IGNORE_INDEX if mask is None else mask & (label != IGNORE_INDEX)
+        return np.bincount(label[keep].astype(np.int64), minlength=self.num_classes)
 
-    def update(self, raw: Tensor, kept: Tensor, gt: Tensor | None = None) -> None:
+    def update(self, raw: np.ndarray, kept: np.ndarray, gt: np.ndarray | None = None) -> None:
         """Count raw predictions ``raw``, kept pseudo labels ``kept`` and, optionally, their accuracy."""
-        self.predicted += self._count(raw)
-        self.kept += self._count(kept)
+        row = dict(zip(self.FIELDS, self.counts))
+        row["predicted"] += self._count(raw)
+        row["kept"] += self._count(kept)
         if gt is not None:
             labelled = gt != IGNORE_INDEX
-            self.kept_labelled += self._count(kept, labelled)
-            self.kept_correct += self._count(kept, labelled & (kept == gt))
-            self.raw_labelled += self._count(raw, labelled)
-            self.raw_correct += self._count(raw, labelled & (raw == gt))
+            row["kept_labelled"] += self._count(kept, labelled)
+            row["kept_correct"] += self._count(kept, labelled & (kept == gt))
+            row["raw_labelled"] += self._count(raw, labelled)
+            row["raw_correct"] += self._count(raw, labelled & (raw == gt))
 
-    def summary(self, class_names: tuple[str, ...]) -> dict:
+    def summary(self, class_names: Sequence[str]) -> dict:
         """Return JSON-ready percentages: kept fraction overall/per class, accuracy raw/kept."""
-        pct = lambda a, b: float(100 * a / b) if b > 0 else None  # noqa: E731
+        c = dict(zip(self.FIELDS, self.counts))
+
+        def pct(a: float, b: float) -> float | None:
+            return float(100 * a / b) if b > 0 else None
+
         out = {
-            "kept_fraction": pct(self.kept.sum(), self.predicted.sum()),
-            "kept_fraction_per_class": {
-                n: pct(self.kept[i], self.predicted[i]) for i, n in enumerate(class_names)
-            },
+            "kept_fraction": pct(c["kept"].sum(), c["predicted"].sum()),
+            "kept_fraction_per_class": {n: pct(c["kept"][i], c["predicted"][i]) for i, n in enumerate(class_names)},
         }
-        if self.kept_labelled.sum() > 0:
-            out["accuracy_kept"] = pct(self.kept_correct.sum(), self.kept_labelled.sum())
-            out["accuracy_raw"] = pct(self.raw_correct.sum(), self.raw_labelled.sum())
+        if c["kept_labelled"].sum() > 0:
+            out["accuracy_kept"] = pct(c["kept_correct"].sum(), c["kept_labelled"].sum())
+            out["accuracy_raw"] = pct(c["raw_correct"].sum(), c["raw_labelled"].sum())
             out["accuracy_kept_per_class"] = {
-                n: pct(self.kept_correct[i], self.kept_labelled[i]) for i, n in enumerate(class_names)
+                n: pct(c["kept_correct"][i], c["kept_labelled"][i]) for i, n in enumerate(class_names)
             }
         return out
+
+
+__all__ = ["LEVELS", "ConfidenceHistogram", "PseudoLabelStats", "quantise", "select_confident", "temporal_filter"]

@@ -16,8 +16,6 @@ import torch
 from vsda_deploy.labels import IGNORE_INDEX
 from vsda_deploy.preprocess import IMAGENET, Normalization, normalise
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PHOTOMETRIC_LEVELS = ("none", "weak", "strong")
 
 
@@ -106,6 +104,7 @@ class ClipTransform:
     scale_range: tuple[float, float] = (1.0, 1.0)
     hflip: bool = True
     photometric: str = "none"
+    norm: Normalization = IMAGENET  # the model's input normalisation (model.preprocess)
 
     def __call__(self, frame, prev, label, flow, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow`` (2,H,W) if given."""
@@ -129,7 +128,7 @@ class ClipTransform:
         if level is not None:
             params = _jitter_params(level, rng)
             frame, prev = apply_photometric(frame, params), apply_photometric(prev, params)
-        out = {"frame": normalize(frame), "prev": normalize(prev)}
+        out = {"frame": normalize(frame, self.norm), "prev": normalize(prev, self.norm)}
         if label is not None:
             out["label"] = torch.from_numpy(np.ascontiguousarray(label)).long()
         if flow is not None:

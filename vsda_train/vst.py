@@ -1,18 +1,29 @@
-"""Making the pseudo labels of video self-training (VST) for a whole target set.
+"""Making the pseudo labels of video self-training (VST) for the target set, shared out over DDP ranks.
 
-Pass 1 predicts every target frame once, keeping its class map and confidence on disk
-and the per-class confidence histogram in memory. Pass 2 walks each video: class-balanced
-confidence selection, then the temporal filter with both neighbours warped by optical flow
-(occluded or out-of-view pixels do not vote). With ``vst.time_first`` the temporal filter
-runs first and the class-balanced thresholds are taken over the temporally consistent pixels
-only, so the kept top-p of each class is chosen among labels that time already confirmed.
-Labels go to ``<folder>/<frame name>.png`` and the statistics to ``<folder>/stats.json``.
+The frames that get a pseudo label are the target training samples (``data.target_frames``);
+they and their voting neighbours (``vst.neighbours`` times k frames away, in the same video) are
+predicted at the training scale (``data.target_resize``). The videos are dealt out over the
+ranks; each file is written by one rank only.
+
+1. Predict (each rank, its videos, in frame order): class and uint8 confidence level of every
+   needed frame; for each frame to label, the temporally consistent label (neighbours warped by
+   optical flow; occluded or out-of-view pixels do not vote). ``<folder>/raw/<name>.npy`` keeps
+   (label, consistent label, level), 3 bytes a pixel; the per-class confidence histogram counts
+   the raw labels, or with ``vst.time_first`` the consistent ones.
+2. The histograms are summed over the ranks: every rank takes the same class-balanced thresholds.
+3. Label (each rank, its videos): confident and consistent pixels keep their class -> ``<name>.png``.
+4. The statistics are summed over the ranks; rank 0 writes ``stats.json`` and removes ``raw/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +33,30 @@ import torch
 import torch.nn.functional as F
 
 from vsda_deploy.flow import occlusion_mask, warp
-from vsda_deploy.labels import IGNORE_INDEX, get_label_space
-from vsda_train.flow import flow_provider, spec_root
-from vsda_train.pseudo_labels import ConfidenceHistogram, PseudoLabelStats, select_confident, temporal_filter
+from vsda_deploy.labels import get_label_space
+from vsda_deploy.preprocess import IMAGENET, Normalization, resize_frame, resize_label
+from vsda_train.clips import ScaledClips, dataset_flow, domain_clips
+from vsda_train.pseudo_labels import (
+    LEVELS,
+    ConfidenceHistogram,
+    PseudoLabelStats,
+    quantise,
+    select_confident,
+    temporal_filter,
+)
 from vsda_train.transforms import normalize
 
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, frame: np.ndarray, device: torch.device,
-                  scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+                  scales: Sequence[float] = (1.0,), flip: bool = False, norm: Normalization = IMAGENET) -> torch.Tensor:
     """Return softmax probabilities (C, H, W) of one RGB uint8 frame.
 
     With several ``scales`` and/or ``flip`` (test-time augmentation) the probabilities are the mean over
     the rescaled and mirrored copies, each brought back to the frame's size (and orientation) first.
     """
     model.eval()
-    x = normalize(frame).unsqueeze(0).to(device)
+    x = normalize(frame, norm).unsqueeze(0).to(device)
     size = x.shape[-2:]
     total, n = None, 0
     for s in scales:
@@ -52,123 +71,249 @@ def predict_probs(model: torch.nn.Module, frame: np.ndarray, device: torch.devic
     return (total / n)[0].cpu()
 
 
-def _label_name(meta: dict) -> str:
-    return Path(meta["name"]).with_suffix(".png").name
+# --- which frames -------------------------------------------------------------------------
+
+
+@dataclass
+class VideoPlan:
+    """One target video: where each frame is stored, and the frames that get a pseudo label."""
+
+    frames: dict[int, str] = field(default_factory=dict)  # frame index -> path
+    labelled: dict[int, str] = field(default_factory=dict)  # frame index -> output name
+
+
+def plan_videos(train: ScaledClips, universe: ScaledClips) -> dict[str, VideoPlan]:
+    """Return ``{video: plan}``: the frames of ``universe`` and the training samples of ``train`` to label."""
+    plans: dict[str, VideoPlan] = {}
+    for rec in universe.records:
+        plan = plans.setdefault(rec.video, VideoPlan())
+        plan.frames[rec.index], plan.frames[rec.prev_index] = rec.path, rec.prev_path
+    for rec in train.records:
+        plan = plans.setdefault(rec.video, VideoPlan())
+        plan.frames.setdefault(rec.index, rec.path)
+        plan.labelled[rec.index] = Path(rec.name).with_suffix(".png").name
+    return {v: plans[v] for v in sorted(plans) if plans[v].labelled}
+
+
+def shard(videos: Sequence[str], rank: int, world: int) -> list[str]:
+    """Return this rank's share of ``videos``: every ``world``-th one, starting at ``rank``."""
+    return list(videos)[rank::world]
+
+
+# --- one video ----------------------------------------------------------------------------
+
+
+class FrameWindow:
+    """Frames of one video at the training size and their predictions, computed once and forgotten behind t."""
+
+    def __init__(self, clips: ScaledClips, plan: VideoPlan, predict: Any) -> None:
+        self.clips, self.plan, self.predict = clips, plan, predict
+        self.items: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # index -> frame, label, level
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if index not in self.items:
+            frame = resize_frame(self.clips.clips.read_frame(self.plan.frames[index]), self.clips.size)
+            conf, label = self.predict(frame).max(0)
+            self.items[index] = frame, label.numpy().astype(np.uint8), quantise(conf.numpy())
+        return self.items[index]
+
+    def key(self, index: int) -> str:
+        return self.clips.clips._key(self.plan.frames[index])
+
+    def forget_before(self, index: int) -> None:
+        for i in [i for i in self.items if i < index]:
+            del self.items[i]
+
+
+def consistent_label(window: FrameWindow, t: int, cfg: Any, flow: Any) -> np.ndarray:
+    """Return the label of frame ``t`` with 255 where a visible neighbour's prediction disagrees."""
+    frame_t, label, _ = window[t]
+    if not cfg.vst.temporal_filter:
+        return label
+    warped, votes = [], []
+    for offset in cfg.vst.neighbours:
+        n = t + offset * cfg.data.k
+        if n not in window.plan.frames:
+            continue
+        frame_n, label_n, _ = window[n]
+        flow_tn = flow(window.key(t), window.key(n), frame_t, frame_n)  # pixel of t -> where it is in n
+        label_w, valid = warp(label_n, flow_tn, nearest=True)
+        if cfg.vst.occlusion_check:
+            valid &= ~occlusion_mask(flow(window.key(n), window.key(t), frame_n, frame_t), flow_tn)
+        warped.append(label_w)
+        votes.append(valid)
+    return temporal_filter(label, warped, votes)
+
+
+def raw_path(folder: Path, name: str) -> Path:
+    return folder / "raw" / f"{Path(name).stem}.npy"
+
+
+def predict_video(window: FrameWindow, cfg: Any, flow: Any, folder: Path, hist: ConfidenceHistogram,
+                  on_frame: Any) -> None:
+    """Pass 1 on one video: save (label, consistent, level) of each frame to label; add to the histogram."""
+    time_first = cfg.vst.temporal_filter and cfg.vst.time_first
+    reach = min(0, *cfg.vst.neighbours) * cfg.data.k
+    for t, name in sorted(window.plan.labelled.items()):
+        _, label, level = window[t]
+        consistent = consistent_label(window, t, cfg, flow)
+        hist.update(level, consistent if time_first else label)
+        _atomic_npy(raw_path(folder, name), np.stack([label, consistent, level]))
+        window.forget_before(t + reach)
+        on_frame()
+
+
+def label_video(plan: VideoPlan, folder: Path, thresholds: np.ndarray, stats: PseudoLabelStats, oracle: Any) -> None:
+    """Pass 2 on one video: write the pseudo label PNG of each frame and count its statistics."""
+    for name in plan.labelled.values():
+        label, consistent, level = np.load(raw_path(folder, name))
+        kept = select_confident(consistent, level, thresholds)
+        _atomic_png(folder / name, kept)
+        stats.update(label, kept, oracle(name, kept.shape) if oracle else None)
+
+
+# --- the whole pass -----------------------------------------------------------------------
 
 
 def make_pseudo_labels(run: Any, folder: Path) -> dict:
-    """Write the pseudo labels of every target frame into ``folder``; return their statistics."""
-    from vsda_train.data import build_dataset
-
-    cfg = run.cfg
+    """Write the pseudo labels of the target set into ``folder`` (sharded over ranks); return their statistics."""
+    cfg, info = run.cfg, run.info
     space = get_label_space(cfg.data.label_space)
-    clips = build_dataset(cfg.data.target, split="train", k=cfg.data.k, labels=False, flow=None,
-                          label_space=cfg.data.label_space)
-    raw_dir = folder / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    model = run.model
+    train = domain_clips(cfg, "target", labels=False, with_flow=False, frames=cfg.data.target_frames)
+    universe = train if cfg.data.target_frames == "all" else domain_clips(cfg, "target", False, False)
+    plans = plan_videos(train, universe)
+    mine = shard(list(plans), info.rank, info.world_size)
+    flow = dataset_flow(cfg, cfg.data.target)
+    (folder / "raw").mkdir(parents=True, exist_ok=True)
+
+    def predict(frame: np.ndarray) -> torch.Tensor:
+        return predict_probs(run.model, frame, run.device, cfg.vst.tta_scales, cfg.vst.tta_flip, run.norm)
+
     hist = ConfidenceHistogram(space.num_classes)
-    time_first = cfg.vst.temporal_filter and cfg.vst.time_first
-    names: dict[int, str] = {}
-    for i in range(len(clips)):  # pass 1: predictions and the confidence histogram
-        sample = clips[i]
-        names[i] = _label_name(sample.meta)
-        probs = predict_probs(model, sample.frame, run.device, cfg.vst.tta_scales, cfg.vst.tta_flip)
-        conf, label = probs.max(0)
-        np.save(raw_dir / f"{i}.npy", np.stack([label.numpy().astype(np.float16), conf.numpy().astype(np.float16)]))
-        if not time_first:
-            hist.update(conf[None], label[None])
-    flow = flow_provider("dis", root=spec_root(cfg.data.target), preset=cfg.data.flow_preset,
-                         cache=cfg.data.flow_cache, compute=cfg.data.compute_flow,
-                             scale=cfg.data.flow_scale)
-    if time_first:  # pass 1b: the temporal filter first; thresholds from the consistent pixels only
-        for indices in clips.videos().values():
-            frames = _FrameCache(clips)
-            for pos, i in enumerate(indices):
-                label, conf = _load_raw(raw_dir, i)
-                consistent = _filter_with_neighbours(clips, frames, indices, pos, label, flow, raw_dir, cfg)
-                hist.update(conf[None], consistent[None])
-                np.save(raw_dir / f"{i}_consistent.npy", consistent.numpy().astype(np.uint8))  # 255 stays 255
+    with _Progress(run, plans, mine, train, folder) as progress:
+        for video in mine:
+            predict_video(FrameWindow(universe, plans[video], predict), cfg, flow, folder, hist, progress.advance)
+    _barrier(info)
+    hist.counts = _sum_over_ranks(hist.counts, info)
     thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
-    gt = _oracle_labels(cfg)
     stats = PseudoLabelStats(space.num_classes)
-    for indices in clips.videos().values():  # pass 2: per video, confidence then time
-        frames = _FrameCache(clips)  # each frame is decoded once per video, not once per vote
-        for pos, i in enumerate(indices):
-            label, conf = _load_raw(raw_dir, i)
-            if time_first:
-                consistent = torch.from_numpy(np.load(raw_dir / f"{i}_consistent.npy").astype(np.int64))
-                kept = select_confident(consistent, conf, thresholds)
-            else:
-                kept = select_confident(label, conf, thresholds)
-                if cfg.vst.temporal_filter:
-                    kept = _filter_with_neighbours(clips, frames, indices, pos, kept, flow, raw_dir, cfg)
-            cv2.imwrite(str(folder / names[i]), kept.numpy().astype(np.uint8))
-            stats.update(label, kept, gt.get(names[i]))
+    oracle = OracleLabels(cfg) if cfg.data.oracle else None
+    for video in mine:
+        label_video(plans[video], folder, thresholds, stats, oracle)
+    stats.counts = _sum_over_ranks(stats.counts, info)
     summary = stats.summary(space.classes)
-    summary["thresholds"] = {n: float(t) for n, t in zip(space.classes, thresholds.tolist())}
-    (folder / "stats.json").write_text(json.dumps(summary, indent=1))
-    for f in raw_dir.glob("*.npy"):
-        f.unlink()
-    raw_dir.rmdir()
+    summary["thresholds"] = {n: min(int(t), LEVELS - 1) / (LEVELS - 1) for n, t in zip(space.classes, thresholds)}
+    if info.is_main:
+        _atomic_text(folder / "stats.json", json.dumps(summary, indent=1))
+        shutil.rmtree(folder / "raw")
+    _barrier(info)
     return summary
 
 
-def _load_raw(raw_dir: Path, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-    a = np.load(raw_dir / f"{i}.npy")
-    return torch.from_numpy(a[0].astype(np.int64)), torch.from_numpy(a[1].astype(np.float32))
+class OracleLabels:
+    """Target-train labels by frame name, read one at a time when asked (pseudo-label accuracy only)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.clips = domain_clips(cfg, "oracle", labels=True, with_flow=False)
+        self.index = {Path(rec.name).with_suffix(".png").name: i for i, rec in enumerate(self.clips.records)}
+
+    def __call__(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
+        i = self.index.get(name)
+        if i is None:
+            return None
+        label, _ = self.clips.clips.load_label(self.clips.records[i])
+        return resize_label(label, shape)
 
 
-class _FrameCache:
-    """Frame t of each sample of one video, decoded on first use."""
-
-    def __init__(self, clips: Any) -> None:
-        self.clips, self.frames = clips, {}
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if i not in self.frames:
-            self.frames[i] = self.clips.frames(i)[0]
-        return self.frames[i]
+# --- plumbing -----------------------------------------------------------------------------
 
 
-def _filter_with_neighbours(clips: Any, frames: _FrameCache, indices: list[int], pos: int,
-                            kept: torch.Tensor, flow: Any, raw_dir: Path, cfg: Any) -> torch.Tensor:
-    """Return ``kept`` with pixels set to 255 where a visible neighbour's prediction disagrees."""
-    key_t = clips.pair_keys(indices[pos])[0]
-    warped, votes = [], []
-    for offset in cfg.vst.neighbours:
-        npos = pos + offset
-        if not 0 <= npos < len(indices):
-            continue
-        j = indices[npos]
-        key_n = clips.pair_keys(j)[0]
-        frame_t, frame_n = frames[indices[pos]], frames[j]
-        flow_tn = flow(key_t, key_n, frame_t, frame_n)  # pixel of t -> where it is in the neighbour
-        label_n = _load_raw(raw_dir, j)[0].numpy().astype(np.uint8)
-        warped_n, valid = warp(label_n, flow_tn, nearest=True)
-        if cfg.vst.occlusion_check:
-            flow_nt = flow(key_n, key_t, frame_n, frame_t)
-            valid &= ~occlusion_mask(flow_nt, flow_tn)
-        warped.append(torch.from_numpy(warped_n.astype(np.int64))[None])
-        votes.append(torch.from_numpy(valid)[None])
-    if not warped:
-        return kept
-    return temporal_filter(kept[None], warped, votes)[0]
+class _Progress:
+    """Rank 0's progress bar over its share of frames, after one line with the pass's size and disk."""
+
+    def __init__(self, run: Any, plans: dict[str, VideoPlan], mine: list[str], train: ScaledClips,
+                 folder: Path) -> None:
+        self.run, self.total = run, sum(len(plans[v].labelled) for v in mine)
+        labelled = sum(len(p.labelled) for p in plans.values())
+        predicted = sum(len(p.frames) for p in plans.values())
+        h, w = train.size or train.clips.frames(0)[0].shape[:2]
+        views = len(run.cfg.vst.tta_scales) * (2 if run.cfg.vst.tta_flip else 1)
+        self.intro = (f"pseudo labels -> {folder}: {labelled} frames to label, up to {predicted} to predict "
+                      f"({views} view(s) each) at {h}x{w} over {run.info.world_size} rank(s); "
+                      f"{_gib(labelled * 3 * h * w):.2f} GiB of intermediate files, "
+                      f"{_gib(labelled * h * w):.2f} GiB of labels (PNG: less)")
+        self.bar: Any = None
+        self.started = time.perf_counter()
+        self.done = 0
+
+    def __enter__(self) -> _Progress:
+        if self.run.info.is_main:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            print(self.intro, flush=True)
+            disable = os.environ.get("VSDA_NO_PROGRESS") == "1"
+            self.bar = Progress("pseudo labels (rank 0)", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), disable=disable)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.advance(self.task)
+            if self.done == min(8, self.total) and self.total > self.done:
+                per = (time.perf_counter() - self.started) / self.done
+                print(f"pseudo labels: {per:.2f} s a frame; about {per * self.total / 60:.1f} min for "
+                      f"{self.total} frames on each rank", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
-def _oracle_labels(cfg: Any) -> dict[str, torch.Tensor]:
-    """Return target-train labels by frame name, when an oracle spec is configured (measurement only)."""
-    if not cfg.data.oracle:
-        return {}
-    from vsda_train.data import build_dataset
-
-    ds = build_dataset(cfg.data.oracle, split="train", k=cfg.data.k, labels=True, flow=None,
-                       label_space=cfg.data.label_space)
-    out = {}
-    for i in range(len(ds)):
-        s = ds[i]
-        out[_label_name(s.meta)] = torch.from_numpy(s.label.astype(np.int64))
-    return out
+def _gib(n: float) -> float:
+    return n / 2**30
 
 
-__all__ = ["IGNORE_INDEX", "make_pseudo_labels", "predict_probs"]
+def _sum_over_ranks(counts: np.ndarray, info: Any) -> np.ndarray:
+    """Return integer ``counts`` summed over DDP ranks (unchanged in one process)."""
+    if not info.enabled:
+        return counts
+    t = torch.from_numpy(np.ascontiguousarray(counts, np.int64))
+    torch.distributed.all_reduce(t)
+    return t.numpy()
+
+
+def _barrier(info: Any) -> None:
+    if info.enabled:
+        torch.distributed.barrier()
+
+
+def _tmp(path: Path) -> Path:
+    tag = hashlib.sha1(f"{os.getpid()}{path}".encode()).hexdigest()[:8]
+    return path.with_name(f".{path.stem}.{tag}.tmp{path.suffix}")
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def _atomic_png(path: Path, label: np.ndarray) -> None:
+    tmp = _tmp(path)
+    if not cv2.imwrite(str(tmp), label):
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: cannot write the pseudo label")
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["make_pseudo_labels", "plan_videos", "predict_probs", "shard"]

@@ -9,6 +9,7 @@ The last checkpoint of each run is used: no model selection on target labels.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _train(name: str, config: str, ckpts: dict[str, Path], runs_dir: Path) -> Pa
     phase = "source" if name == "oracle" else name
     cfg = for_phase(cfg, phase)
     if name in ("source", "oracle"):
-        run = train_source(cfg, resume=True, oracle=name == "oracle")
+        run = train_source(replace(cfg, source=replace(cfg.source, oracle=name == "oracle")), resume=True)
     elif name == "vat":
         run = train_vat(cfg, init=str(ckpts["source"]), resume=True)
     else:

@@ -2,7 +2,8 @@
 
 A row (model, AMP, phase, crop) builds the config ``vsda-train`` runs (:func:`config_file`) with
 data, model, AMP, crop and device overridden, draws ``warmup + iters`` batches of real synthetic
-frames through the training data path (``phases.clip_stream``: dataset, flow, ``ClipTransform``),
+frames through the training data path (``phases.clip_stream``: dataset, load-time resize, flow,
+``ClipTransform``),
 then times only the steps (``source_step`` / ``vat_step`` with its discriminator update /
 ``vst_step``, and ``zero_grad``). Peak memory: the CUDA allocator's peaks over the steps, or on
 CPU the peak RSS of the row's own fresh process.
@@ -43,9 +44,11 @@ try:  # the [train] extra; without it every row is a ❌ naming it
     import torch
     from torch import nn
 
-    from vsda_train import engine, phases
+    from vsda_train import engine, phases, steps
+    from vsda_train import run as run_module
     from vsda_train.config import load_config
     from vsda_train.data import build_dataset
+    from vsda_train.loop import to_device
     from vsda_train.models import model_names
 except ImportError as _missing:
     MISSING: ImportError | None = _missing
@@ -173,8 +176,9 @@ def row_config(job: RowJob) -> Any:
             f"model.name={m.name}", f"run.device={job.device}", f"run.amp={job.combo.amp}", "run.name=bench-train"]
     cfg = load_config(config_file(m.name, job.device), sets + ([f"run.threads={job.threads}"] if job.threads else []))
     need = 1.0
-    for (ch, cw), spec in ((job.source_size, job.source), (job.target_size, job.target)):
-        fh, fw = build_dataset(spec, "train", cfg.data.k, labels=False).frames(0)[0].shape[:2]
+    for (ch, cw), spec, resize in ((job.source_size, job.source, cfg.data.source_resize),
+                                   (job.target_size, job.target, cfg.data.target_resize)):
+        fh, fw = resize or build_dataset(spec, "train", cfg.data.k, labels=False).frames(0)[0].shape[:2]
         need = max(need, ch / fh, cw / fw)
     lo, hi = cfg.data.scale_range
     grow = max(1.0, need / lo)
@@ -194,7 +198,7 @@ def hold_weights(run: Any, frames: Any) -> None:
     for opt in [run.optimizer, *run.d_opts.values()]:
         for group in opt.param_groups:
             group["lr"] = 0.0
-    if not run.cfg.model.freeze_bn:
+    if run.cfg.model.bn not in ("frozen_stats", "frozen"):
         return
     model = engine.unwrap(run.model).train()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -203,7 +207,7 @@ def hold_weights(run: Any, frames: Any) -> None:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the one pass
     with torch.no_grad():
-        model(phases.to_device({"frame": frames, "prev": frames}, run)["frame"])
+        model(to_device({"frame": frames, "prev": frames}, run)["frame"])
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
 
@@ -214,7 +218,7 @@ def fixed_pseudo_labels(run: Any, frames: Any) -> Any:
     A step's speed does not depend on what its labels say, so the benchmark skips the real
     pseudo-label pass (confidence ranking and temporal filtering over the whole target set).
     """
-    x = phases.to_device({"frame": frames, "prev": frames}, run)["frame"]
+    x = to_device({"frame": frames, "prev": frames}, run)["frame"]
     with torch.no_grad():
         return engine.unwrap(run.model).eval()(x).argmax(1).cpu()
 
@@ -223,14 +227,13 @@ def collect_batches(run: Any, phase: str, n: int) -> list[tuple[dict, ...]]:
     """Return ``n`` step inputs drawn as the phase's training loop draws them (flow included)."""
     cfg, stream = run.cfg, phases.clip_stream
     if phase == "source":
-        streams = [stream(run, cfg.data.source, cfg.data.source_size, "none", True, False, 0)]
+        streams = [stream(run, "source", "none", True, False, 0)]
     elif phase == "vat":
         flow, bs = cfg.vat.video_disc, cfg.vat.batch_size
-        streams = [stream(run, cfg.data.source, cfg.data.source_size, cfg.vat.source_augment, True, flow, 0,
-                          batch_size=bs),
-                   stream(run, cfg.data.target, cfg.data.target_size, "none", False, flow, 1, batch_size=bs)]
+        streams = [stream(run, "source", cfg.vat.source_augment, True, flow, 0, batch_size=bs),
+                   stream(run, "target", "none", False, flow, 1, batch_size=bs)]
     else:
-        streams = [stream(run, cfg.data.target, cfg.data.target_size, cfg.vst.augment, False, False, 2)]
+        streams = [stream(run, "target", cfg.vst.augment, False, False, 2)]
     batches = [tuple(next(s) for s in streams) for _ in range(n)]
     hold_weights(run, batches[0][-1]["frame"])
     if phase == "vat" and not cfg.vat.video_disc:  # image discriminator only: training feeds zero flow
@@ -259,11 +262,11 @@ def memory_probe(device: str) -> tuple[Callable[[], None], Callable[[], dict[str
 def time_steps(run: Any, phase: str, batches: list[tuple[dict, ...]], warmup: int,
                sync: Callable[[], Any]) -> tuple[list[float], bool]:
     """Return the ms of each step after ``warmup`` and whether every loss stayed finite."""
-    step = {"source": phases.source_step, "vat": phases.vat_step, "vst": phases.vst_step}[phase]
+    step = {"source": steps.source_step, "vat": steps.vat_step, "vst": steps.vst_step}[phase]
     times, finite = [], True
     for i, batch in enumerate(batches):
-        inputs = [phases.to_device(b, run) for b in batch]
-        phases.set_train_mode(run)
+        inputs = [to_device(b, run) for b in batch]
+        run_module.set_train_mode(run)
         sync()  # the copy to the device is done before the clock starts
         t0 = time.perf_counter()
         logs = step(run, *inputs)
@@ -282,7 +285,7 @@ def measure(job: RowJob) -> dict[str, Any]:
     try:
         cfg = row_config(job)
         batch = (cfg.vat.batch_size or cfg.data.batch_size) if job.phase == "vat" else cfg.data.batch_size
-        run = phases.build_run(cfg, job.phase)
+        run = run_module.build_run(cfg, job.phase)
         batches = collect_batches(run, job.phase, job.combo.warmup + job.combo.iters)
         reset, read = memory_probe(str(run.device))
         sync = (lambda: torch.cuda.synchronize(run.device)) if run.device.type == "cuda" else (lambda: None)

@@ -1,43 +1,64 @@
 """Pseudo-label rules of VST on hand-made cases."""
 
+import numpy as np
 import torch
 
 from vsda_train.pseudo_labels import (
+    LEVELS,
     ConfidenceHistogram,
     PseudoLabelStats,
+    quantise,
     select_confident,
     temporal_filter,
 )
 
 
+def test_quantise_rounds_to_256_levels() -> None:
+    assert quantise(np.array([0.0, 0.5, 1.0, 1.2, 0.2 / 255])).tolist() == [0, 128, 255, 255, 0]
+
+
 def test_class_balanced_thresholds_keep_top_fraction() -> None:
-    conf = torch.tensor([[[0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]]])
-    label = torch.tensor([[[0] * 10]])
-    label2 = torch.full_like(label, 1)
-    hist = ConfidenceHistogram(num_classes=3, bins=100)
-    hist.update(conf, label)
-    hist.update(conf * 0.5, label2)  # class 1 is less confident: its threshold is lower
+    # class 0: levels 10, 30, ..., 190 (one pixel each); class 1: the same levels halved
+    levels = np.arange(10, 200, 20, dtype=np.uint8)[None]
+    label = np.zeros_like(levels)
+    hist = ConfidenceHistogram(num_classes=3)
+    hist.update(levels, label)
+    hist.update(levels // 2, np.ones_like(label))  # class 1 is less confident: its threshold is lower
     thr = hist.thresholds(0.6)
-    assert abs(thr[0].item() - 0.45) < 1e-6 and abs(thr[1].item() - 0.22) < 1e-6
-    assert thr[2].item() == 1.0  # never predicted: keeps nothing
-    kept = select_confident(label, conf, thr)
-    assert (kept != 255).sum().item() == 6
+    # top 60 % of 10 pixels = 6 pixels: class 0 keeps levels >= 90, class 1 levels >= 45
+    assert thr.tolist() == [90, 45, LEVELS]  # class 2 never predicted: keeps nothing
+    kept = select_confident(label, levels, thr)
+    assert (kept != 255).sum() == 6 and set(kept[kept != 255].tolist()) == {0}
+    assert hist.thresholds(0.6, min_confidence=0.5).tolist() == [128, 128, LEVELS]  # round(0.5 * 255) = 128
+    assert (select_confident(np.array([255], np.uint8), np.array([255], np.uint8), thr) == 255).all()
 
 
 def test_temporal_filter_disagreeing_neighbour_and_occlusion() -> None:
-    label = torch.tensor([[[1, 1, 2, 2]]])
-    prev_warped = torch.tensor([[[1, 3, 2, 0]]])  # disagrees at pixels 1 and 3
-    prev_votes = torch.tensor([[[True, True, True, False]]])  # pixel 3 occluded in t-1: no vote
-    next_warped = torch.tensor([[[1, 1, 2, 2]]])
-    next_votes = torch.ones_like(prev_votes)
+    label = np.array([[1, 1, 2, 2]], np.uint8)
+    prev_warped = np.array([[1, 3, 2, 0]], np.uint8)  # disagrees at pixels 1 and 3
+    prev_votes = np.array([[True, True, True, False]])  # pixel 3 occluded in t-1: no vote
+    next_warped = np.array([[1, 1, 2, 2]], np.uint8)
+    next_votes = np.ones_like(prev_votes)
     out = temporal_filter(label, [prev_warped, next_warped], [prev_votes, next_votes])
-    assert out.tolist() == [[[1, 255, 2, 2]]]
+    assert out.tolist() == [[1, 255, 2, 2]]
+
+
+def test_selection_and_temporal_filter_commute() -> None:
+    """Both rules only drop pixels, so time_first changes only what the histogram counts."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 4, (16, 16)).astype(np.uint8)
+    levels = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+    warped, votes = [rng.integers(0, 4, (16, 16)).astype(np.uint8)], [rng.random((16, 16)) < 0.7]
+    thr = np.array([100, 150, 50, 200])
+    a = temporal_filter(select_confident(label, levels, thr), warped, votes)
+    b = select_confident(temporal_filter(label, warped, votes), levels, thr)
+    assert np.array_equal(a, b) and 0 < (a != 255).sum() < a.size
 
 
 def test_stats_kept_fraction_and_accuracy() -> None:
-    raw = torch.tensor([[[0, 0, 1, 1]]])
-    kept = torch.tensor([[[0, 255, 1, 255]]])
-    gt = torch.tensor([[[0, 1, 0, 255]]])
+    raw = np.array([[0, 0, 1, 1]], np.uint8)
+    kept = np.array([[0, 255, 1, 255]], np.uint8)
+    gt = np.array([[0, 1, 0, 255]], np.uint8)
     stats = PseudoLabelStats(2)
     stats.update(raw, kept, gt)
     s = stats.summary(("a", "b"))

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from vsda_deploy.flow import warp
-from vsda_train.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from vsda_deploy.preprocess import CAFFE, IMAGENET, denormalise
+from vsda_train.clips import ScaledClips
+from vsda_train.flow import DISFlowCache
+from vsda_train.transforms import ClipTransform
 
 
 def _clip(shift: int = 4) -> tuple[np.ndarray, ...]:
@@ -20,9 +23,8 @@ def _clip(shift: int = 4) -> tuple[np.ndarray, ...]:
     return frame, prev, label, flow
 
 
-def _to_uint8(x) -> np.ndarray:
-    img = x.permute(1, 2, 0).numpy() * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
-    return np.clip(img * 255, 0, 255).astype(np.float32)
+def _to_uint8(x, norm=IMAGENET) -> np.ndarray:
+    return denormalise(x.numpy(), norm).astype(np.float32)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -56,3 +58,63 @@ def test_unknown_photometric_level() -> None:
     frame, prev, label, flow = _clip()
     with pytest.raises(ValueError, match="photometric augmentation 'wild'"):
         ClipTransform(size=(8, 8), photometric="wild")(frame, prev, label, flow, np.random.default_rng(0))
+
+
+class _PairDataset:
+    """A one-sample clip dataset in memory (the ClipDataset contract ScaledClips reads)."""
+
+    flow = None
+    label_space = None
+
+    def __init__(self, frame: np.ndarray, prev: np.ndarray, label: np.ndarray) -> None:
+        from vsda_train.data import ClipSample
+
+        self.sample = ClipSample(frame, prev, label, None, {"name": "f.png"})
+        self.records = []
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int):
+        return self.sample
+
+    def frames(self, i: int):
+        return self.sample.frame, self.sample.prev
+
+    def pair_keys(self, i: int) -> tuple[str, str]:
+        return "t.png", "prev.png"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_load_time_resize_then_scale_crop_flip_keep_dis_flow_consistent(tmp_path, seed: int) -> None:
+    """The recipe's path: frames resized at load (here 192x288 -> 96x144), DIS flow computed and cached on
+    the resized frames, then rescale / crop / flip: the neighbour warped by the flow matches frame t."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    prev = cv2.GaussianBlur((rng.random((192, 288, 3)) * 255).astype(np.uint8), (0, 0), 3.0)
+    frame = np.roll(prev, (4, 6), axis=(0, 1))  # content moves down 4, right 6 at full resolution
+    cache = DISFlowCache(tmp_path / "flow", "medium")
+    clips = ScaledClips(_PairDataset(frame, prev, np.zeros((192, 288), np.uint8)), (96, 144), cache)
+    sample = clips[0]
+    assert sample.frame.shape == (96, 144, 3) and sample.label.shape == (96, 144)
+    stored = np.load(next((tmp_path / "flow").rglob("*.npy")))
+    assert stored.shape == (96, 144, 2)  # the cache holds flow at the training resolution
+    assert np.allclose(np.median(sample.flow[20:-20, 20:-20], axis=(0, 1)), [-3.0, -2.0], atol=0.25)
+    out = ClipTransform((40, 64), (0.7, 1.3), hflip=True)(*tuple(sample)[:4], np.random.default_rng(seed))
+    f, p, fl = _to_uint8(out["frame"]), _to_uint8(out["prev"]), out["flow"].permute(1, 2, 0).numpy()
+    warped, valid = warp(p, fl)
+    inner = valid.copy()
+    inner[:6] = inner[-6:] = False
+    inner[:, :6] = inner[:, -6:] = False
+    assert np.abs(warped - f)[inner].mean() < 4.0  # grey levels out of 255
+
+
+def test_caffe_normalisation_is_bgr_minus_mean() -> None:
+    """model.preprocess=caffe: BGR, 0-255, the Caffe mean subtracted, no std (DeepLab / ADVENT / DA-VSN input)."""
+    frame, prev, label, _ = _clip(shift=0)
+    out = ClipTransform(size=(64, 96), hflip=False, norm=CAFFE)(frame, prev, label, None, np.random.default_rng(0))
+    x = out["frame"].numpy()
+    expected = frame[..., ::-1].astype(np.float64) - np.array([104.00698793, 116.66876762, 122.67891434])
+    assert np.abs(x.transpose(1, 2, 0) - expected).max() < 1e-3
+    assert np.array_equal(denormalise(x, CAFFE), frame)

@@ -55,17 +55,18 @@ def evaluate(
 
 
 def _score_checkpoint(checkpoint: Path, data: str, split: str, json_out: Path | None, device: str) -> None:
-    from vsda_train.evaluate import evaluate_model, load_model, predictor, print_summary
+    from vsda_train.evaluate import checkpoint_inputs, evaluate_model, load_model, predictor, print_summary
 
     model, ckpt = load_model(checkpoint, device)
+    size, norm = checkpoint_inputs(ckpt)
     if data.startswith("cityscapes-vps:"):
         from vsda_deploy.evaluation import evaluate_predictor
 
-        result = evaluate_predictor(predictor(model, device), parse_gt_spec(data), split)
+        result = evaluate_predictor(predictor(model, device, size, norm), parse_gt_spec(data), split)
         Console().print(render_result(result))
         scores = result.to_json()
     else:
-        scores = evaluate_model(model, data, split, ckpt.get("label_space", "viper15"), device)
+        scores = evaluate_model(model, data, split, ckpt.get("label_space", "viper15"), device, size, norm)
         print_summary(scores, f"{checkpoint} on {data}")
     if json_out is not None:
         dump_json(json_out, {**scores, "checkpoint": str(checkpoint)})

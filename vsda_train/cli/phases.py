@@ -48,14 +48,18 @@ def _guard(fn, *args, **kwargs):
 def source(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
            resume: bool = ResumeOpt, seed: int | None = SeedOpt, amp: str | None = AmpOpt,
            device: str | None = DeviceOpt,
-           oracle: bool = typer.Option(False, "--oracle", help="train on target-train labels (data.oracle)"),
-           photometric: str = typer.Option("none", help="photometric augmentation of source: none|weak|strong"),
+           oracle: bool = typer.Option(False, "--oracle", help="train on target-train labels (data.oracle; "
+                                       "source.oracle)"),
+           photometric: str | None = typer.Option(None, help="photometric augmentation: none|weak|strong "
+                                                  "(source.augment)"),
            evaluate: bool = typer.Option(True, "--eval/--no-eval", help="score data.val at the end")) -> None:
     """Supervised training on source clips (or, with --oracle, on target-train labels)."""
     from vsda_train.phases import train_source
 
+    sets = [*(sets or []), *(["source.oracle=true"] if oracle else []),
+            *([f"source.augment={photometric}"] if photometric else [])]
     cfg = _guard(_config, config, sets, name, seed, amp, device, "source")
-    run = _guard(train_source, cfg, resume=resume, oracle=oracle, photometric=photometric)
+    run = _guard(train_source, cfg, resume=resume)
     _guard(_finish, run, evaluate)
 
 

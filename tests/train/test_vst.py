@@ -1,0 +1,59 @@
+"""VST pseudo labels at scale: shared out over DDP ranks, identical to one process, at the training scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.helpers import one_torch_thread, tiny_synth  # noqa: F401 (fixture)
+from tests.train.test_phases import RUNNER, run_cli, write_config
+from vsda_train.vst import shard
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=8, target_train_clips=3)
+
+
+def test_shard_deals_every_video_to_exactly_one_rank() -> None:
+    videos = [f"v{i}" for i in range(7)]
+    parts = [shard(videos, r, 3) for r in range(3)]
+    assert parts == [["v0", "v3", "v6"], ["v1", "v4"], ["v2", "v5"]]
+    assert sorted(v for p in parts for v in p) == videos
+
+
+def _vat_checkpoint(synth: Path, tmp_path: Path) -> Path:
+    cfg = write_config(tmp_path / "vat.yaml", synth, tmp_path / "runs", optim={"iters": 2})
+    res = run_cli("vsda-train", "vat", "-c", str(cfg), "--no-eval", "--name", "vat")
+    assert res.returncode == 0, res.stderr
+    return tmp_path / "runs" / "vat" / "last.pt"
+
+
+def test_two_gloo_ranks_write_pseudo_labels_byte_identical_to_one_process(synth: Path, tmp_path: Path) -> None:
+    """Videos are dealt out over the ranks, the confidence histograms summed so both ranks take the same
+    thresholds, each file is written once: the labels and their statistics equal one process's, byte for byte."""
+    init = _vat_checkpoint(synth, tmp_path)
+    cfg = write_config(tmp_path / "vst.yaml", synth, tmp_path / "runs", optim={"iters": 2},
+                       vst={"rounds": 1, "time_first": True, "class_top_fraction": 0.5},
+                       data={"target_resize": [48, 96], "target_size": [48, 96], "batch_size": 2})
+    one = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "one", "--init", str(init))
+    assert one.returncode == 0, one.stderr
+    two = run_cli("torchrun", "--standalone", "--nproc_per_node", "2", str(RUNNER), "vst", str(cfg), "two",
+                  "--init", str(init))
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (tmp_path / "runs" / n / "pseudo" / "round0" for n in ("one", "two"))
+    names = sorted(p.name for p in a.glob("*.png"))
+    assert len(names) == 3 * 7  # 3 target-train clips of 8 frames; the first of each has no t-1
+    assert names == sorted(p.name for p in b.glob("*.png"))
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert json.loads((a / "stats.json").read_text()) == json.loads((b / "stats.json").read_text())
+    assert not (a / "raw").exists() and not (b / "raw").exists()  # intermediates removed
+    label = cv2.imread(str(a / names[0]), cv2.IMREAD_UNCHANGED)
+    assert label.shape == (48, 96) and label.dtype == np.uint8  # at the training scale, not the frames' 64x128
+    stats = json.loads((a / "stats.json").read_text())
+    assert 0 < stats["kept_fraction"] < 100 and stats["accuracy_kept"] is not None

@@ -1,0 +1,95 @@
+"""Clip datasets as training reads them: frames resized at load, flow computed on the resized frames.
+
+The peers resize every frame when they load it (VIPER 1920x1080 -> 1280x720, Cityscapes
+2048x1024 -> 1024x512) rather than cropping at native resolution. :class:`ScaledClips` does that
+for any clip dataset of :mod:`vsda_train.data`: frames with :func:`vsda_deploy.preprocess.resize_frame`,
+labels with nearest-neighbour sampling, and the flow provider is called on the *resized* frames,
+so a DIS cache is filled (and keyed) at the training resolution and published flows are resized
+to it with their vectors rescaled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vsda_deploy.preprocess import resize_frame, resize_label
+from vsda_train.config import TrainConfig
+from vsda_train.data import ClipSample, FlowProvider, build_dataset
+from vsda_train.flow import flow_provider, spec_root
+
+
+class ScaledClips:
+    """A clip dataset whose frames and labels are resized to ``size`` (H, W) when read."""
+
+    def __init__(self, clips: Any, size: tuple[int, int] | None, flow: FlowProvider | None = None) -> None:
+        if getattr(clips, "flow", None) is not None:
+            raise ValueError("ScaledClips computes flow itself: build the inner dataset with flow=None")
+        self.clips, self.size, self.flow = clips, (tuple(size) if size else None), flow
+
+    @property
+    def records(self) -> list:
+        return self.clips.records
+
+    @property
+    def label_space(self) -> Any:
+        return self.clips.label_space
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def videos(self) -> dict[str, list[int]]:
+        """Return ``{video id: sample indices in temporal order}``."""
+        return self.clips.videos()
+
+    def pair_keys(self, i: int) -> tuple[str, str]:
+        """Return the keys of frame t and t-k (the inner dataset's: paths relative to its root)."""
+        return self.clips.pair_keys(i)
+
+    def frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(frame_t, frame_prev)`` RGB uint8 at the training size."""
+        frame, prev = self.clips.frames(i)
+        return resize_frame(frame, self.size), resize_frame(prev, self.size)
+
+    def __getitem__(self, i: int) -> ClipSample:
+        sample = self.clips[i]
+        frame, prev = resize_frame(sample.frame, self.size), resize_frame(sample.prev, self.size)
+        label = None if sample.label is None else resize_label(sample.label, self.size)
+        flow = None
+        if self.flow is not None:
+            key_t, key_prev = self.pair_keys(i)
+            flow = np.asarray(self.flow(key_t, key_prev, frame, prev), np.float32)
+            if flow.shape != (*frame.shape[:2], 2):
+                raise ValueError(f"{key_t}: flow has shape {flow.shape}, expected {(*frame.shape[:2], 2)}")
+        meta = {k: v for k, v in sample.meta.items() if k != "instance"}  # full-resolution arrays stay behind
+        return ClipSample(frame, prev, label, flow, meta)
+
+    def __repr__(self) -> str:
+        return f"ScaledClips({self.clips!r}, size={self.size})"
+
+
+def dataset_flow(cfg: TrainConfig, spec: str) -> FlowProvider:
+    """Return the flow provider training uses for ``spec``: ``data.flow_source`` with the cache settings."""
+    return flow_provider(cfg.data.flow_source, root=spec_root(spec), preset=cfg.data.flow_preset,
+                         cache=cfg.data.flow_cache, compute=cfg.data.compute_flow, scale=cfg.data.flow_scale)
+
+
+def domain_clips(cfg: TrainConfig, domain: str, labels: bool, with_flow: bool, split: str = "train",
+                 frames: str = "all", spec: str | None = None) -> ScaledClips:
+    """Return the training clips of ``domain`` (source | target | oracle), resized to its recipe size.
+
+    ``frames`` is ``all`` (every frame with a t-k neighbour) or ``labelled`` (the labelled-frame
+    positions, read without their labels unless ``labels``).
+    """
+    spec = spec or {"source": cfg.data.source, "target": cfg.data.target, "oracle": cfg.data.oracle}[domain]
+    if not spec:
+        raise ValueError(f"data.{domain} is empty: give a dataset spec")
+    size = cfg.data.source_resize if domain == "source" else cfg.data.target_resize
+    options = {"frames": frames} if frames != "all" else {}
+    clips = build_dataset(spec, split=split, k=cfg.data.k, labels=labels, flow=None,
+                          label_space=cfg.data.label_space, **options)
+    return ScaledClips(clips, size, dataset_flow(cfg, spec) if with_flow else None)
+
+
+__all__ = ["ScaledClips", "dataset_flow", "domain_clips"]
