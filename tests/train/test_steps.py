@@ -75,7 +75,7 @@ def _reference_grads(run, src, tgt, passes: str) -> dict[str, torch.Tensor]:
 
 def _step_grads(run, src, tgt) -> dict[str, torch.Tensor]:
     set_train_mode(run)
-    ctx, _ = (steps._vat_joint if run.cfg.vat.passes == "joint" else steps._vat_per_domain)(run, src, tgt)
+    (steps._vat_joint if run.cfg.vat.passes == "joint" else steps._vat_per_domain)(run, src, tgt)
     return {k: p.grad.clone() for k, p in run.model.named_parameters() if p.grad is not None}
 
 
