@@ -165,3 +165,31 @@ def test_time_first_pseudo_labels_select_among_temporally_consistent_pixels(synt
     for name, lab in picked.items():
         on = lab != 255
         assert np.array_equal(lab[on], consistent[name][on])  # a subset, with the same classes
+
+
+def test_vst_lr_is_one_poly_schedule_over_all_rounds(synth: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two rounds of two iterations: the LR keeps decaying into round 2 (no restart at each round's end)."""
+    from vsda_train.phases import train_source, train_vst
+
+    monkeypatch.setenv("VSDA_NO_PROGRESS", "1")
+    cfg_path = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs", optim={"iters": 4, "lr": 0.01})
+    src = train_source(for_phase(load_config(cfg_path, ["run.name=src", "optim.iters=1"]), "source"))
+    train_vst(load_config(cfg_path, ["run.name=vst"]), init=str(src.out / "last.pt"))
+    lrs = [row["lr"] for row in read_log(tmp_path / "runs" / "vst" / "log.csv")]
+    assert lrs == pytest.approx([0.01 * (1 - i / 4) ** 0.9 for i in range(4)], abs=1e-6)  # log.csv: 6 decimals
+    assert (tmp_path / "runs" / "vst" / "pseudo" / "round1" / "stats.json").is_file()
+
+
+def test_source_options_are_recorded_in_the_run_config(synth: Path, tmp_path: Path) -> None:
+    """--oracle and --photometric become source.oracle / source.augment in runs/NAME/config.yaml."""
+    from typer.testing import CliRunner
+
+    from vsda_train.cli import app
+
+    cfg_path = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs", optim={"iters": 1})
+    res = CliRunner().invoke(app, ["source", "-c", str(cfg_path), "--name", "orc", "--oracle", "--photometric",
+                                   "weak", "--no-eval"], env={"VSDA_NO_PROGRESS": "1"})
+    assert res.exit_code == 0, res.output
+    saved = yaml.safe_load((tmp_path / "runs" / "orc" / "config.yaml").read_text())
+    assert saved["source"] == {"oracle": True, "augment": "weak"}
+    assert load_checkpoint(tmp_path / "runs" / "orc" / "last.pt")["config"]["source"]["oracle"] is True
