@@ -23,10 +23,12 @@ from vsda_train.flow import flow_provider, spec_root
 class ScaledClips:
     """A clip dataset whose frames and labels are resized to ``size`` (H, W) when read."""
 
-    def __init__(self, clips: Any, size: tuple[int, int] | None, flow: FlowProvider | None = None) -> None:
+    def __init__(self, clips: Any, size: tuple[int, int] | None, flow: FlowProvider | None = None,
+                 forward_flow: bool = False) -> None:
         if getattr(clips, "flow", None) is not None:
             raise ValueError("ScaledClips computes flow itself: build the inner dataset with flow=None")
         self.clips, self.size, self.flow = clips, (tuple(size) if size else None), flow
+        self.forward_flow = forward_flow and flow is not None  # also t-k -> t, in meta["flow_fw"]
 
     @property
     def records(self) -> list:
@@ -57,13 +59,19 @@ class ScaledClips:
         frame, prev = resize_frame(sample.frame, self.size), resize_frame(sample.prev, self.size)
         label = None if sample.label is None else resize_label(sample.label, self.size)
         flow = None
+        meta = {k: v for k, v in sample.meta.items() if k != "instance"}  # full-resolution arrays stay behind
         if self.flow is not None:
             key_t, key_prev = self.pair_keys(i)
-            flow = np.asarray(self.flow(key_t, key_prev, frame, prev), np.float32)
-            if flow.shape != (*frame.shape[:2], 2):
-                raise ValueError(f"{key_t}: flow has shape {flow.shape}, expected {(*frame.shape[:2], 2)}")
-        meta = {k: v for k, v in sample.meta.items() if k != "instance"}  # full-resolution arrays stay behind
+            flow = self._flow(key_t, key_prev, frame, prev)
+            if self.forward_flow:
+                meta["flow_fw"] = self._flow(key_prev, key_t, prev, frame)
         return ClipSample(frame, prev, label, flow, meta)
+
+    def _flow(self, key_a: str, key_b: str, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+        flow = np.asarray(self.flow(key_a, key_b, frame_a, frame_b), np.float32)
+        if flow.shape != (*frame_a.shape[:2], 2):
+            raise ValueError(f"{key_a}: flow has shape {flow.shape}, expected {(*frame_a.shape[:2], 2)}")
+        return flow
 
     def __repr__(self) -> str:
         return f"ScaledClips({self.clips!r}, size={self.size})"
@@ -76,7 +84,7 @@ def dataset_flow(cfg: TrainConfig, spec: str) -> FlowProvider:
 
 
 def domain_clips(cfg: TrainConfig, domain: str, labels: bool, with_flow: bool, split: str = "train",
-                 frames: str = "all", spec: str | None = None) -> ScaledClips:
+                 frames: str = "all", spec: str | None = None, forward_flow: bool = False) -> ScaledClips:
     """Return the training clips of ``domain`` (source | target | oracle), resized to its recipe size.
 
     ``frames`` is ``all`` (every frame with a t-k neighbour) or ``labelled`` (the labelled-frame
@@ -89,7 +97,7 @@ def domain_clips(cfg: TrainConfig, domain: str, labels: bool, with_flow: bool, s
     options = {"frames": frames} if frames != "all" else {}
     clips = build_dataset(spec, split=split, k=cfg.data.k, labels=labels, flow=None,
                           label_space=cfg.data.label_space, **options)
-    return ScaledClips(clips, size, dataset_flow(cfg, spec) if with_flow else None)
+    return ScaledClips(clips, size, dataset_flow(cfg, spec) if with_flow else None, forward_flow)
 
 
 __all__ = ["ScaledClips", "dataset_flow", "domain_clips"]

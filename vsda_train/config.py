@@ -180,8 +180,18 @@ class VSTConfig:
     tta_flip: bool = False  # pseudo labels from the mean softmax of the frame and its mirror image
     tta_scales: tuple[float, ...] = (1.0,)  # ... and of these rescaled copies (each mirrored too with tta_flip)
     augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
+    teacher: str = "offline"  # offline: rounds of pseudo labels from a fixed model (the seed's VST);
+    #                           ema: a mean teacher labels each batch online (vsda_train/teacher.py)
+    ema_momentum: float = 0.99  # teacher <- m teacher + (1 - m) student, every step
+    mix: str = "class"  # ema: none | class (ClassMix of target frames across clips)
+    source_weight: float = 1.0  # ema: weight of the source cross-entropy trained alongside
+    threshold_decay: float = 0.99  # ema: decay of the running confidence histogram per step
 
     def __post_init__(self) -> None:
+        _choice("vst.teacher", self.teacher, ("offline", "ema"))
+        _choice("vst.mix", self.mix, ("none", "class"))
+        if not 0 <= self.ema_momentum < 1:
+            raise ConfigError(f"vst.ema_momentum: expected a value in [0, 1), got {self.ema_momentum}")
         if not self.tta_scales or any(s <= 0 for s in self.tta_scales):
             raise ConfigError(f"vst.tta_scales: expected one or more positive scales, got {list(self.tta_scales)}")
 

@@ -19,24 +19,25 @@ from vsda_train import engine
 from vsda_train.clips import domain_clips
 from vsda_train.config import TrainConfig
 from vsda_train.loop import CheckpointHook, train_loop
-from vsda_train.run import Run, build_run, prepare_out
-from vsda_train.steps import source_step, vat_step, vst_step
+from vsda_train.run import Run, build_run, num_classes_of, prepare_out
+from vsda_train.steps import mean_teacher_step, source_step, vat_step, vst_step
 from vsda_train.transforms import ClipTransform
 
 
 def clip_stream(run: Run, domain: str, photometric: str, labels: bool, with_flow: bool, seed_offset: int,
-                label_fn: Any = None, batch_size: int | None = None,
-                spec: str | None = None) -> Iterator[dict[str, Tensor]]:
+                label_fn: Any = None, batch_size: int | None = None, spec: str | None = None,
+                teacher_view: bool = False) -> Iterator[dict[str, Tensor]]:
     """Return an endless stream of transformed batches of ``domain``, resumable at ``run.it``.
 
     Source and oracle clips are the labelled frames; target clips are ``data.target_frames``.
+    ``teacher_view`` adds the frames before the photometric change and, with flow, the forward flow.
     """
     cfg = run.cfg
     frames = cfg.data.target_frames if domain == "target" else "all"
-    clips = domain_clips(cfg, domain, labels, with_flow, frames=frames, spec=spec)
+    clips = domain_clips(cfg, domain, labels, with_flow, frames=frames, spec=spec, forward_flow=teacher_view)
     crop = cfg.data.source_size if domain == "source" else cfg.data.target_size
     transform = ClipTransform(crop, cfg.data.scale_range, hflip=cfg.data.hflip, photometric=photometric,
-                              norm=run.norm)
+                              norm=run.norm, keep_clean=teacher_view)
     data = engine.TrainClips(clips, transform, cfg.run.seed + seed_offset, labels=label_fn)
     return engine.infinite_loader(data, cfg, run.it, run.info, seed_offset, batch_size)
 
@@ -84,6 +85,8 @@ def train_vst(cfg: TrainConfig, init: str, resume: bool = False,
 
     if not cfg.data.target:
         raise ValueError("vst needs data.target (the unlabelled target clips)")
+    if cfg.vst.teacher == "ema":
+        return train_mean_teacher(cfg, init, resume, on_checkpoint)
     run = build_run(cfg, "vst", init)
     prepare_out(run, resume)
     rounds, total = cfg.vst.rounds, cfg.optim.iters
@@ -98,6 +101,24 @@ def train_vst(cfg: TrainConfig, init: str, resume: bool = False,
                              label_fn=PseudoLabels(folder))
         end = total if r == rounds - 1 else (r + 1) * per_round
         train_loop(run, vst_step, [stream], end, desc=f"vst round {r + 1}/{rounds}", on_checkpoint=on_checkpoint)
+    return run
+
+
+def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
+                       on_checkpoint: CheckpointHook | None = None) -> Run:
+    """Phase 2 with a mean teacher (``vst.teacher: ema``): source CE plus online, time-filtered, mixed pseudo labels."""
+    from vsda_train.teacher import EMATeacher, RunningThresholds
+
+    if cfg.vst.source_weight > 0 and not cfg.data.source:
+        raise ValueError("vst.teacher=ema with vst.source_weight > 0 needs data.source")
+    run = build_run(cfg, "vst", init)
+    run.teacher = EMATeacher(engine.unwrap(run.model)).to(run.device)
+    run.thresholds = RunningThresholds(num_classes_of(cfg), cfg.vst.class_top_fraction, cfg.vst.threshold_decay)
+    prepare_out(run, resume)
+    src = clip_stream(run, "source", cfg.vat.source_augment, True, False, 0)
+    tgt = clip_stream(run, "target", cfg.vst.augment, False, cfg.vst.temporal_filter, 2, teacher_view=True)
+    train_loop(run, mean_teacher_step, [src, tgt], cfg.optim.iters, desc="vst (mean teacher)",
+               on_checkpoint=on_checkpoint)
     return run
 
 
@@ -117,4 +138,4 @@ class PseudoLabels:
         return label
 
 
-__all__ = ["PseudoLabels", "clip_stream", "train_source", "train_vat", "train_vst"]
+__all__ = ["PseudoLabels", "clip_stream", "train_mean_teacher", "train_source", "train_vat", "train_vst"]

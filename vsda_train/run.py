@@ -51,6 +51,8 @@ class Run:
     d_opts: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     it: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # phase state saved in checkpoints
+    teacher: Any = None  # the mean teacher of vst.teacher=ema (vsda_train.teacher.EMATeacher)
+    thresholds: Any = None  # its running class-balanced thresholds (vsda_train.teacher.RunningThresholds)
 
     @property
     def norm(self) -> Normalization:
@@ -74,6 +76,8 @@ class Run:
             "rng": rng_state(self.np_rng),
             "config": self.cfg.to_dict(),
             "extra": self.extra,
+            **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {}),
+            **({"thresholds": self.thresholds.state()} if self.thresholds is not None else {}),
         }
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -88,6 +92,10 @@ class Run:
         set_rng_state(ckpt["rng"], self.np_rng)
         self.it = int(ckpt["iteration"])
         self.extra = dict(ckpt.get("extra", {}))
+        if self.teacher is not None:
+            self.teacher.load_state_dict(ckpt["teacher"])
+        if self.thresholds is not None:
+            self.thresholds.load(ckpt["thresholds"])
 
 
 # --- BatchNorm modes ----------------------------------------------------------------------

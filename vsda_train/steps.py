@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from vsda_train import engine
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
+from vsda_train.teacher import class_mix, consistent_labels, select
 
 SOURCE, TARGET = 1.0, 0.0  # the discriminators' domain labels
 DISC_INPUTS = {"video": ("main", 2), "image": ("main", 1), "video_aux": ("aux", 2)}  # level, context parts
@@ -69,6 +70,52 @@ def vst_step(run: Run, tgt: dict[str, Tensor]) -> dict[str, float]:
         loss = supervised_loss(run.seg(tgt["frame"]), tgt["label"], run.cfg.optim.aux_weight)
     run.precision.step("seg", loss, run.optimizer, _trained(run), run.cfg.optim.grad_clip)
     return {"loss_st": loss.item()}
+
+
+def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> dict[str, float]:
+    """One phase-2 step with a mean teacher: online time-filtered pseudo labels, ClassMix, EMA update.
+
+    The source pass (weight ``vst.source_weight``) accumulates locally under DDP; the mixed target
+    pass synchronises the summed gradient once.
+    """
+    vst = run.cfg.vst
+    target, frames = teacher_labels(run, tgt)
+    logs = {}
+    if vst.source_weight > 0:
+        with no_sync(run.seg):
+            with run.precision.autocast():
+                loss_src = vst.source_weight * supervised_loss(run.seg(src["frame"]), src["label"],
+                                                               run.cfg.optim.aux_weight)
+            run.precision.backward("seg", loss_src)
+        logs["loss_seg"] = loss_src.item()
+    with run.precision.autocast():
+        loss_st = supervised_loss(run.seg(frames), target, run.cfg.optim.aux_weight)
+    run.precision.backward("seg", loss_st)
+    run.precision.update("seg", run.optimizer, _trained(run), run.cfg.optim.grad_clip)
+    run.teacher.update(engine.unwrap(run.model), vst.ema_momentum)
+    kept = (target != 255).float().mean().item()
+    return {**logs, "loss_st": loss_st.item(), "kept": kept}
+
+
+@torch.no_grad()
+def teacher_labels(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Return ``(pseudo labels, student frames)`` of a target batch: teacher labels, filtered, mixed."""
+    vst = run.cfg.vst
+    probs = run.teacher.probs(tgt["frame_clean"])
+    if vst.temporal_filter:
+        label, consistent, level = consistent_labels(probs, run.teacher.probs(tgt["prev_clean"]), tgt["flow"],
+                                                     tgt["flow_fw"], vst.occlusion_check)
+    else:
+        label, level = probs.argmax(1), torch.round(probs.max(1).values * 255).to(torch.uint8)
+        consistent = label
+    thresholds = run.thresholds.update(level, consistent if vst.time_first else label)
+    kept = select(consistent, level, thresholds)
+    if vst.mix == "none":
+        return kept, tgt["frame"]
+    rank = run.info.rank
+    generator = torch.Generator().manual_seed(run.cfg.run.seed * 1_000_003 + run.it * 7919 + rank)
+    frames, kept = class_mix(tgt["frame"], kept, label, generator)
+    return kept, frames
 
 
 def _trained(run: Run) -> list[nn.Parameter]:
@@ -189,4 +236,7 @@ def discriminator_step(run: Run, ctx: dict[str, dict[str, tuple[Tensor, ...]]]) 
     return logs
 
 
-__all__ = ["adversarial_loss", "discriminator_step", "source_step", "vat_step", "vst_step"]
+__all__ = [
+    "adversarial_loss", "discriminator_step", "mean_teacher_step", "source_step", "teacher_labels", "vat_step",
+    "vst_step",
+]

@@ -75,17 +75,10 @@ def normalize(image: np.ndarray, norm: Normalization = IMAGENET) -> torch.Tensor
     return torch.from_numpy(normalise(np.ascontiguousarray(image), norm)[0])
 
 
-def _resize(frame, prev, label, flow, scale: float):
-    h, w = frame.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
-    prev = cv2.resize(prev, size, interpolation=cv2.INTER_LINEAR)
-    if label is not None:
-        label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-    if flow is not None:
-        sx, sy = size[0] / w, size[1] / h
-        flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.array([sx, sy], np.float32)
-    return frame, prev, label, flow
+def _scale_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = flow.shape[:2]
+    sx, sy = size[0] / w, size[1] / h
+    return cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.array([sx, sy], np.float32)
 
 
 def _pad_to(a: np.ndarray | None, h: int, w: int, value: float) -> np.ndarray | None:
@@ -96,41 +89,60 @@ def _pad_to(a: np.ndarray | None, h: int, w: int, value: float) -> np.ndarray | 
     return np.pad(a, pad, constant_values=value)
 
 
+def _tensor(image: np.ndarray, norm: Normalization) -> torch.Tensor:
+    return normalize(np.ascontiguousarray(image), norm)
+
+
 @dataclass(frozen=True)
 class ClipTransform:
-    """Random rescale, crop, horizontal flip and photometric change of a training clip."""
+    """Random rescale, crop, horizontal flip and photometric change of a training clip.
+
+    Flows (the backward flow t -> t-k, and optionally the forward flow t-k -> t) are rescaled,
+    cropped and mirrored with the frames. ``keep_clean`` also returns both frames before the
+    photometric change (``frame_clean``, ``prev_clean``: what a teacher sees).
+    """
 
     size: tuple[int, int]  # crop H, W
     scale_range: tuple[float, float] = (1.0, 1.0)
     hflip: bool = True
     photometric: str = "none"
     norm: Normalization = IMAGENET  # the model's input normalisation (model.preprocess)
+    keep_clean: bool = False
 
-    def __call__(self, frame, prev, label, flow, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow`` (2,H,W) if given."""
+    def __call__(self, frame, prev, label, flow, rng: np.random.Generator,
+                 flow_fw: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow``/``flow_fw`` (2,H,W) if given."""
+        flows = {k: f for k, f in (("flow", flow), ("flow_fw", flow_fw)) if f is not None}
         scale = rng.uniform(*self.scale_range)
         if scale != 1.0:
-            frame, prev, label, flow = _resize(frame, prev, label, flow, scale)
+            h0, w0 = frame.shape[:2]
+            size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
+            frame, prev = (cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in (frame, prev))
+            label = None if label is None else cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+            flows = {k: _scale_flow(f, size) for k, f in flows.items()}
         h, w = self.size
-        frame, prev = _pad_to(frame, h, w, 0), _pad_to(prev, h, w, 0)
-        label, flow = _pad_to(label, h, w, IGNORE_INDEX), _pad_to(flow, h, w, 0.0)
+        frame, prev, label = _pad_to(frame, h, w, 0), _pad_to(prev, h, w, 0), _pad_to(label, h, w, IGNORE_INDEX)
+        flows = {k: _pad_to(f, h, w, 0.0) for k, f in flows.items()}
         y = int(rng.integers(0, frame.shape[0] - h + 1))
         x = int(rng.integers(0, frame.shape[1] - w + 1))
         crop = (slice(y, y + h), slice(x, x + w))
         frame, prev = frame[crop], prev[crop]
         label = label[crop] if label is not None else None
-        flow = flow[crop] if flow is not None else None
+        flows = {k: f[crop] for k, f in flows.items()}
         if self.hflip and rng.random() < 0.5:
             frame, prev = frame[:, ::-1], prev[:, ::-1]
             label = label[:, ::-1] if label is not None else None
-            flow = flow[:, ::-1] * np.array([-1.0, 1.0], np.float32) if flow is not None else None
+            flows = {k: f[:, ::-1] * np.array([-1.0, 1.0], np.float32) for k, f in flows.items()}
+        out = {}
+        if self.keep_clean:
+            out["frame_clean"], out["prev_clean"] = _tensor(frame, self.norm), _tensor(prev, self.norm)
         level = Photometric.level(self.photometric)
         if level is not None:
             params = _jitter_params(level, rng)
             frame, prev = apply_photometric(frame, params), apply_photometric(prev, params)
-        out = {"frame": normalize(frame, self.norm), "prev": normalize(prev, self.norm)}
+        out["frame"], out["prev"] = _tensor(frame, self.norm), _tensor(prev, self.norm)
         if label is not None:
             out["label"] = torch.from_numpy(np.ascontiguousarray(label)).long()
-        if flow is not None:
-            out["flow"] = torch.from_numpy(np.ascontiguousarray(flow)).permute(2, 0, 1).float()
+        for k, f in flows.items():
+            out[k] = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float()
         return out

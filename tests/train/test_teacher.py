@@ -1,0 +1,87 @@
+"""The mean-teacher phase 2: online labels filtered by time, ClassMix, EMA, resume (vsda_train/teacher.py)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import one_torch_thread, tiny_synth  # noqa: F401 (fixture)
+from tests.train.test_phases import RUNNER, read_log, run_cli, write_config
+from vsda_train.checkpoint import load_checkpoint
+from vsda_train.teacher import EMATeacher, RunningThresholds, class_mix, consistent_labels, select
+
+
+def test_consistent_labels_warp_the_previous_label_and_let_occluded_pixels_abstain() -> None:
+    # frame t-1 labels [0 0 1 1 | ...]; content moves right by 1 px: flow t -> t-1 is -1 in x
+    prev = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    cur = torch.tensor([[2, 0, 0, 1, 1, 0]])  # pixel 5 disagrees with the warped t-1 (2)
+    probs = lambda lab: torch.nn.functional.one_hot(lab, 3).permute(2, 0, 1)[None].float()  # noqa: E731
+    bw = torch.zeros(1, 2, 1, 6)
+    bw[:, 0] = -1.0
+    fw = torch.zeros(1, 2, 1, 6)
+    fw[:, 0] = 1.0
+    label, consistent, level = consistent_labels(probs(cur), probs(prev), bw, fw)
+    assert label.tolist() == [[[2, 0, 0, 1, 1, 0]]]
+    # pixel 0's source lies out of view: no vote; pixels 1-4 agree; pixel 5 disagrees -> 255
+    assert consistent.tolist() == [[[2, 0, 0, 1, 1, 255]]] and (level == 255).all()
+    fw[..., 4] = -5.0  # pixel 5 (seen at 4 in t-1) fails the forward-backward check: it keeps its label
+    assert consistent_labels(probs(cur), probs(prev), bw, fw)[1].tolist() == [[[2, 0, 0, 1, 1, 0]]]
+
+
+def test_running_thresholds_and_select() -> None:
+    th = RunningThresholds(2, top_fraction=0.5, decay=0.0)
+    level = torch.tensor([[10, 20, 30, 40]], dtype=torch.uint8)
+    thr = th.update(level, torch.tensor([[0, 0, 0, 0]]))
+    assert thr.tolist() == [30, 256]
+    assert select(torch.tensor([[0, 0, 0, 1]]), level, thr).tolist() == [[255, 255, 0, 255]]
+
+
+def test_class_mix_pastes_half_of_the_partners_classes() -> None:
+    images = torch.stack([torch.zeros(3, 2, 4), torch.ones(3, 2, 4)])
+    labels = torch.tensor([[[0, 0, 0, 0], [0, 0, 0, 0]], [[1, 1, 2, 2], [1, 1, 2, 2]]])
+    mixed, mixed_labels = class_mix(images, labels, labels, torch.Generator().manual_seed(0))
+    pasted = mixed_labels[0] != 0  # sample 0 receives one of sample 1's two classes
+    assert pasted.sum() == 4 and len(torch.unique(mixed_labels[0][pasted])) == 1
+    assert (mixed[0][:, pasted] == 1).all() and (mixed[0][:, ~pasted] == 0).all()
+    assert (mixed_labels[1] == labels[1]).all() or (mixed_labels[1] == 0).any()  # sample 1 gets class 0 or keeps
+
+
+def test_ema_teacher_follows_the_student() -> None:
+    student = torch.nn.Linear(2, 1)
+    teacher = EMATeacher(student)
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    before = teacher.model.weight.clone()
+    teacher.update(student, 0.9)
+    assert torch.allclose(teacher.model.weight, 0.9 * before + 0.1 * student.weight)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=6)
+
+
+def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path) -> None:
+    src_cfg = write_config(tmp_path / "src.yaml", synth, tmp_path / "runs", optim={"iters": 1})
+    assert run_cli("vsda-train", "source", "-c", str(src_cfg), "--no-eval", "--name", "src").returncode == 0
+    init = str(tmp_path / "runs" / "src" / "last.pt")
+    cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", optim={"iters": 4},
+                       vst={"teacher": "ema", "class_top_fraction": 0.8}, run={"ckpt_every": 2})
+    full = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "full", "--init", init)
+    assert full.returncode == 0, full.stderr
+    rows = read_log(tmp_path / "runs" / "full" / "log.csv")
+    assert all(math.isfinite(v) for r in rows for v in r.values()) and 0 < rows[-1]["kept"] <= 1
+    killed = run_cli(sys.executable, str(RUNNER), "vst", str(cfg), "cut", "--init", init, "--kill-after", "2")
+    assert killed.returncode == -9
+    resumed = run_cli(sys.executable, str(RUNNER), "vst", str(cfg), "cut", "--init", init, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (load_checkpoint(tmp_path / "runs" / n / "last.pt") for n in ("full", "cut"))
+    for part in ("model", "teacher"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert np.array_equal(a["thresholds"].numpy(), b["thresholds"].numpy())

@@ -1,0 +1,127 @@
+"""Phase 2 with a mean teacher (``vst.teacher: ema``): online pseudo labels filtered by time, mixed across clips.
+
+Each step the teacher, an exponential moving average of the student, labels the clean target
+clips (frame t and t-k). Its labels are filtered as the offline VST filters them:
+
+* time: the label of t-k, warped to t by the backward flow, must agree with the label of t
+  where the forward-backward check says the pixel is visible in both frames;
+* confidence: per class, the most confident ``vst.class_top_fraction`` of the pixels, from a
+  running histogram of the teacher's confidences (summed over DDP ranks, so every rank takes
+  the same thresholds).
+
+The student learns from strongly augmented target frames mixed across clips (ClassMix, as DACS
+mixes domains): half of the classes of one clip's frame, cut out by the teacher's labels, are
+pasted onto another clip's frame, labels with them. With ``vst.temporal_filter: false`` the same
+phase works frame by frame: its image-level twin.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vsda_deploy.labels import IGNORE_INDEX
+from vsda_train.flow import occlusion_mask_torch, warp
+from vsda_train.pseudo_labels import LEVELS, ConfidenceHistogram
+
+
+class EMATeacher(nn.Module):
+    """A frozen copy of the student whose weights follow it: ``t <- m t + (1 - m) s`` after each step."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(student)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, momentum: float) -> None:
+        """Move the teacher's parameters towards the student's; copy its BatchNorm statistics."""
+        for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
+            t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+        for t, s in zip(self.model.buffers(), student.buffers(), strict=True):
+            t.copy_(s)
+
+    @torch.no_grad()
+    def probs(self, x: Tensor) -> Tensor:
+        """Return the teacher's softmax (N, C, H, W) on a batch, in eval mode."""
+        self.model.eval()
+        return self.model(x).float().softmax(1)
+
+
+def consistent_labels(probs_t: Tensor, probs_prev: Tensor, flow_bw: Tensor, flow_fw: Tensor,
+                      occlusion_check: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``(label, consistent, level)`` of frame t (N, H, W): argmax, time-filtered argmax, uint8 confidence.
+
+    A pixel of t keeps its label where the warped label of t-k agrees, or where t-k cannot vote
+    (out of view, or occluded by the forward-backward check).
+    """
+    conf, label = probs_t.max(1)
+    prev = probs_prev.argmax(1, keepdim=True)
+    warped, vote = warp(prev, flow_bw, mode="nearest")
+    if occlusion_check:
+        vote = vote & ~occlusion_mask_torch(flow_fw=flow_fw, flow_bw=flow_bw)
+    disagree = (vote & (warped != label[:, None]))[:, 0]
+    consistent = label.masked_fill(disagree, IGNORE_INDEX)
+    level = torch.round(conf.clamp(0, 1) * (LEVELS - 1)).to(torch.uint8)
+    return label, consistent, level
+
+
+class RunningThresholds:
+    """Class-balanced thresholds from a decaying histogram of the teacher's confidences."""
+
+    def __init__(self, num_classes: int, top_fraction: float, decay: float = 0.99) -> None:
+        self.hist = ConfidenceHistogram(num_classes)
+        self.hist.counts = self.hist.counts.astype(np.float64)
+        self.top_fraction, self.decay = top_fraction, decay
+
+    def update(self, level: Tensor, label: Tensor) -> np.ndarray:
+        """Add one batch (counts summed over DDP ranks); return the thresholds (C,) in levels."""
+        step = ConfidenceHistogram(self.hist.num_classes)
+        step.update(level.cpu().numpy(), label.cpu().numpy())
+        counts = torch.from_numpy(step.counts.astype(np.float64))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        self.hist.counts = self.decay * self.hist.counts + counts.numpy()
+        return self.hist.thresholds(self.top_fraction)
+
+    def state(self) -> Tensor:
+        return torch.from_numpy(self.hist.counts.copy())
+
+    def load(self, counts: Tensor) -> None:
+        self.hist.counts = counts.numpy().astype(np.float64)
+
+
+def select(label: Tensor, level: Tensor, thresholds: np.ndarray) -> Tensor:
+    """Return ``label`` with pixels below their class threshold set to 255 (torch, any device)."""
+    table = torch.as_tensor(np.append(thresholds, LEVELS), device=label.device)
+    cls = torch.where(label == IGNORE_INDEX, torch.full_like(label, len(thresholds)), label)
+    return torch.where(level.long() >= table[cls], label, torch.full_like(label, IGNORE_INDEX))
+
+
+def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Return images and labels mixed across the batch (ClassMix): sample i gets half of sample i+1's classes.
+
+    ``masks_from`` (N, H, W) are the labels that cut the pasted regions (the teacher's argmax);
+    ``labels`` (N, H, W) are the (filtered) pseudo labels that travel with them.
+    """
+    n = images.shape[0]
+    if n < 2:
+        return images, labels
+    partner = torch.roll(torch.arange(n), -1)
+    masks = []
+    for j in partner.tolist():
+        classes = torch.unique(masks_from[j])
+        classes = classes[classes != IGNORE_INDEX]
+        order = torch.randperm(classes.numel(), generator=generator)
+        chosen = classes[order[: (classes.numel() + 1) // 2]].to(masks_from.device)
+        masks.append(torch.isin(masks_from[j], chosen))
+    mask = torch.stack(masks)
+    mixed = torch.where(mask[:, None], images[partner], images)
+    return mixed, torch.where(mask, labels[partner], labels)
+
+
+__all__ = ["EMATeacher", "RunningThresholds", "class_mix", "consistent_labels", "select"]
