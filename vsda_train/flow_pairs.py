@@ -11,6 +11,7 @@ machine whatever is already cached.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -202,6 +203,31 @@ def estimate_line(plan: PassPlan, seconds_per_pair: float | None = None, workers
     return line
 
 
+def on_demand_line(clips: ScaledClips, workers: int, sample: int = 256) -> str | None:
+    """Return a line on the flow training is about to compute on demand for ``clips``; None if it is cached.
+
+    Cheap: it checks an even sample of at most ``sample`` pairs and times one missing pair, which
+    it caches (training would compute it anyway).
+    """
+    cache = clips.flow
+    if not isinstance(cache, DISFlowCache) or not cache.compute or not len(clips):
+        return None
+    size = frame_size(clips)
+    checked = range(0, len(clips), max(1, len(clips) // sample))
+    missing = [i for i in checked if not cache.has(*clips.pair_keys(i), size)]
+    if not missing:
+        return None
+    pairs = round(len(clips) * len(missing) / len(checked))
+    start = time.perf_counter()
+    cache.ensure(*clips.pair_keys(missing[0]), *clips.frames(missing[0]))
+    seconds = (time.perf_counter() - start) * pairs / max(workers, 1)
+    disk = pairs * npy_bytes((*cache.stored_shape(size), 2)) / 2**30
+    return (f"flow: about {pairs:,} of {len(clips):,} pairs at {size[0]}x{size[1]} are not cached in "
+            f"{cache.cache_dir}; training computes them on demand ({disk:.2f} GiB, about {duration(seconds)} of "
+            f"decoding and DIS over {max(workers, 1)} loader process(es)); `vsda-train flow -c CONFIG` fills them "
+            "first, in parallel")
+
+
 def duration(seconds: float) -> str:
     """Return ``seconds`` as ``42 s``, ``12.5 min`` or ``3.2 h``."""
     if seconds < 90:
@@ -210,4 +236,4 @@ def duration(seconds: float) -> str:
 
 
 __all__ = ["CHUNK", "FlowPass", "PassPlan", "config_passes", "dataset_pass", "estimate_line", "npy_bytes",
-           "parse_shard", "plan_pass", "sample_pairs", "shard_chunks"]
+           "on_demand_line", "parse_shard", "plan_pass", "sample_pairs", "shard_chunks"]

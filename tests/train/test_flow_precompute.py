@@ -18,6 +18,7 @@ from vsda_train.flow_pairs import (
     config_passes,
     estimate_line,
     npy_bytes,
+    on_demand_line,
     parse_shard,
     plan_pass,
     shard_chunks,
@@ -210,3 +211,19 @@ def test_parse_shard_rejects_bad_values(text):
     with pytest.raises(ValueError, match=f"--shard '{text}'"):
         parse_shard(text)
     assert parse_shard("3/8") == (3, 8)
+
+
+def test_training_says_up_front_how_much_flow_it_will_compute(trees, tmp_path, dis_calls):
+    cfg = tiny_config(*trees, flow_cache=str(tmp_path / "cache"))
+    target = domain_clips(cfg, "target", False, with_flow=True)
+    line = on_demand_line(target, workers=2)
+    per_pair = 128 + TARGET_RESIZE[0] * TARGET_RESIZE[1] * 4
+    assert line.startswith(f"flow: about {TARGET_PAIRS} of {TARGET_PAIRS} pairs at 28x44 are not cached in ")
+    assert f"({TARGET_PAIRS * per_pair / 2**30:.2f} GiB, about " in line and "over 2 loader process(es)" in line
+    assert len(dis_calls) == 1  # the one pair it timed, now cached
+    fill_cache(config_passes(cfg, "target"), workers=1, shard=(0, 2))  # chunk 0: 8 of the 12 pairs
+    assert on_demand_line(target, workers=2).startswith(f"flow: about {TARGET_PAIRS - CHUNK} of {TARGET_PAIRS} pairs")
+    fill_cache(config_passes(cfg, "target"), workers=1)
+    assert on_demand_line(target, workers=2) is None
+    fixed = replace(cfg, data=replace(cfg.data, compute_flow=False))
+    assert on_demand_line(domain_clips(fixed, "target", False, with_flow=True), workers=2) is None
