@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -118,6 +119,15 @@ def _init_worker(sources: list[tuple[Callable[[], Any], DISFlowCache]], threads:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the pool
     cv2.setNumThreads(threads)
     _FILLER = PairFiller(sources)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit this worker once its parent is gone (killed: it could not stop the pool, and idle workers
+    would wait for chunks forever). A write in progress leaves only a temp file."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _run_chunk(source: int, chunk: tuple[Pair, ...]) -> ChunkResult:

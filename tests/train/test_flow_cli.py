@@ -120,3 +120,47 @@ def test_target_resize_is_the_size_flow_is_computed_at(config, tmp_path):
     h, w = TARGET_RESIZE
     assert f"at {h}x{w} (DIS and files at {h // 2}x{w // 2})" in out
     assert {np.load(tmp_path / "cache" / name).shape for name in cache_files(tmp_path / "cache")} == {(14, 22, 2)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_killed_run_leaves_no_workers_and_the_rerun_computes_the_rest(config, tmp_path):
+    """SIGKILL mid-pass (frames enlarged to 768x1536 so that a pass takes seconds), then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["flow", "-c", str(config), "--domain", "target", "--vst", "--workers", "2",
+            "--set", "data.target_resize=[768,1536]", "--set", "data.flow_preset=medium"]
+    code = "from vsda_train.cli import app; app()"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "VSDA_NO_PROGRESS": "1"})
+    cache, deadline = tmp_path / "cache", time.monotonic() + 120
+    while not list(cache.rglob("*.npy")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                              text=True).stdout.split()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(cache_files(cache))
+    assert 0 < done < VST_PAIRS and workers
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for pid in left:  # this test's own processes: none should be left, but never leak them
+        os.kill(pid, signal.SIGKILL)
+    assert not left  # the workers noticed and exited
+    finished = len(cache_files(cache))  # chunks in flight at the kill may have completed since
+    code, out = _flow(*args[1:], "--workers", "1")
+    assert code == 0, out
+    assert f"{VST_PAIRS - finished} pairs computed, {finished} already cached" in out
+    assert len(cache_files(cache)) == VST_PAIRS

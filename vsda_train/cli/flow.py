@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ class _RichReport:
         rate = stats.computed / stats.seconds if stats.seconds > 0 else 0.0
         typer.echo(f"flow cache {self.folder}: {stats.computed} pairs computed, {stats.cached} already cached, "
                    f"{stats.seconds:.1f} s ({rate:.1f} computed pairs/s)")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -157,6 +162,7 @@ def flow(
     for w in caught:  # the read-only-root fallback: say where the cache went
         typer.echo(str(w.message), err=True)
     report = _RichReport()
+    signal.signal(signal.SIGTERM, _terminate)  # kill / SLURM: stop the workers, as Ctrl-C does
     try:
         with report.bar:
             fill_cache(passes, workers or usable_cores(), where, report, estimate)
