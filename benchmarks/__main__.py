@@ -5,7 +5,11 @@
     python -m benchmarks accuracy [--checkpoints source=A.pt,vat=B.pt,vst=C.pt,oracle=D.pt] [--data ...]
     python -m benchmarks train    [--models ddrnet23_slim:16,deeplabv2_r101] [--amp none,bf16] [--device cuda:0]
     python -m benchmarks metrics  [--data ...]
+    python -m benchmarks data     [--workers 0,1,2] [--clips 24] [--utilisation 0.4] [--peak-tflops 989.4]
     python -m benchmarks compare A.json B.json
+
+``data`` needs no dataset: it writes a small full-resolution VIPER-like and Cityscapes-like tree and
+times the training DataLoader on it (clips/s, and the workers one GPU needs at the model's step rate).
 
 Every suite writes ``<out>/<suite>-<host>-<date>.{json,md,png}`` (default ``--out benchmarks/results``).
 Defaults are what ``make demo`` leaves: the VST checkpoint ``runs/demo/vst/last.pt`` and the synthetic
@@ -130,6 +134,38 @@ def metrics(data: str = DATA, out: Path = OUT,
     """Speed of mIoU / VPQ / TC evaluation on the val split."""
     opts = _options(DEFAULT_MODEL, data, "cpu", "256x512", out, runs=runs)
     _finish("metrics", _suite("metrics").run(opts), opts)
+
+
+@app.command()
+def data(workers: str = typer.Option("0,1,2", "--workers", help="DataLoader worker counts, one row each"),
+         clips: int = typer.Option(24, "--clips", min=1, help="timed batches per row"),
+         config: Path = typer.Option(Path("configs/viper2cityseq_deeplabv2.yaml"), "--config",
+                                     help="the recipe: sizes, augmentation, model, batch"),
+         peak_tflops: float = typer.Option(989.4, "--peak-tflops", min=1.0, help="GPU dense BF16 peak for the "
+                                           "derived step rate (default: H100 SXM)"),
+         utilisation: float = typer.Option(0.4, "--utilisation", min=0.01, max=1.0, help="share of the peak a "
+                                           "training step reaches (derived step rate)"),
+         source_augment: str = typer.Option("", "--source-augment", help="photometric augmentation of the source "
+                                            "rows: none | weak | strong (default: the recipe's)"),
+         results: Path = typer.Option(Path("benchmarks/results"), "--results", help="where the train suite's "
+                                      "CUDA results are looked for (measured step rates)"),
+         out: Path = OUT) -> None:
+    """Clips/s of the training DataLoader at the recipe's sizes, and the workers one GPU needs."""
+    try:
+        counts = tuple(int(w) for w in workers.split(","))
+        if min(counts) < 0:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"{workers!r}: expected counts like 0,1,2", param_hint="--workers") from None
+    if source_augment not in ("", "none", "weak", "strong"):
+        raise typer.BadParameter(f"{source_augment!r}: none, weak or strong", param_hint="--source-augment")
+    if not config.is_file():
+        raise typer.BadParameter(f"{config}: not found", param_hint="--config")
+    opts = _options(DEFAULT_MODEL, DEFAULT_DATA, "cpu", "256x512", out)
+    progress = lambda row: console.print(f"{row.name}: {row.values.get('clips_s', row.reason)} clips/s")  # noqa: E731
+    result = _suite("data").run(counts, clips, config, results, peak_tflops, utilisation, source_augment,
+                                on_row=progress)
+    _finish("data", result, opts)
 
 
 @app.command("compare")

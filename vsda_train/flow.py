@@ -5,8 +5,10 @@ The flow convention is the one of :mod:`vsda_deploy.flow` (read it there): ``flo
 (N, 2, H, W); numpy arrays, as providers return them, are (H, W, 2) float32.
 
 A flow provider is any callable ``provider(key_t, key_prev, frame_t, frame_prev) -> (H, W, 2)``
-float32 backward flow; the clip datasets of :mod:`vsda_train.data` call it with the frames *as
-read* (before resizing, cropping or augmentation), so a cache filled by ``vsda-train flow`` hits.
+float32 backward flow. Training calls it with the frames at the training size
+(:class:`vsda_train.clips.ScaledClips`: resized at load, before cropping or augmentation), and
+``vsda-train flow`` (:mod:`vsda_train.flow_precompute`) fills the cache with the same frames, so
+its files are the ones training reads.
 """
 
 from __future__ import annotations
@@ -15,12 +17,7 @@ import hashlib
 import os
 import re
 import threading
-import time
 import warnings
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -30,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vsda_deploy.flow import DIS_PRESETS, create_dis, dis_flow
-from vsda_train.data.base import ClipDataset, FlowProvider
+from vsda_train.data.base import FlowProvider
 
 # ---------------------------------------------------------------------------------------------
 # torch side: warping, occlusion, resizing
@@ -185,7 +182,8 @@ class DISFlowCache:
         """Return whether the pair is already cached."""
         return self.path(key_t, key_prev, shape).is_file()
 
-    def _stored_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+    def stored_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """Return the (H, W) DIS runs at and the file holds for frames of ``shape`` (``scale`` applied)."""
         return max(1, round(shape[0] * self.scale)), max(1, round(shape[1] * self.scale))
 
     def ensure(self, key_t: str, key_prev: str, frame_t: np.ndarray, frame_prev: np.ndarray) -> bool:
@@ -197,11 +195,11 @@ class DISFlowCache:
         if not self.compute:
             raise FileNotFoundError(
                 f"{path}: no cached {self.preset} DIS flow for the pair {key_t} -> {key_prev}; "
-                "run `vsda-train flow DATASET` first, or allow computing flow on demand")
+                "run `vsda-train flow -c CONFIG` first, or allow computing flow on demand (data.compute_flow)")
         if getattr(self._local, "dis", None) is None:
             self._local.dis = create_dis(self.preset)
         if self.scale != 1:
-            h, w = self._stored_shape(shape)
+            h, w = self.stored_shape(shape)
             frame_t, frame_prev = (cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in (frame_t, frame_prev))
         flow = dis_flow(frame_t, frame_prev, self.preset, dis=self._local.dis)
         _atomic_save(path, flow.astype(np.float16))
@@ -216,8 +214,8 @@ class DISFlowCache:
             flow = np.load(path).astype(np.float32)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: unreadable flow cache file ({exc}); delete it to recompute") from exc
-        if flow.shape != (*self._stored_shape(shape), 2):
-            raise ValueError(f"{path}: cached flow is {flow.shape}, expected {(*self._stored_shape(shape), 2)}; "
+        if flow.shape != (*self.stored_shape(shape), 2):
+            raise ValueError(f"{path}: cached flow is {flow.shape}, expected {(*self.stored_shape(shape), 2)}; "
                              "delete it to recompute")
         return flow if flow.shape[:2] == shape else _resize_flow_np(flow, shape)
 
@@ -351,70 +349,3 @@ def flow_provider(source: str = "dis", root: str | Path | None = None, preset: s
     if source.startswith("flownet2:"):
         return FlowNet2Files(source.partition(":")[2])
     raise ValueError(f"unknown flow source {source!r}; use 'dis' or 'flownet2:FOLDER'")
-
-
-# ---------------------------------------------------------------------------------------------
-# precomputing a dataset's cache
-
-
-@dataclass(frozen=True)
-class PrecomputeStats:
-    """What :func:`precompute_flow` did: pairs computed, pairs found cached, wall seconds."""
-
-    computed: int
-    cached: int
-    seconds: float
-
-
-def flow_pairs(dataset: ClipDataset) -> list[int]:
-    """Return the indices of the samples of ``dataset`` with distinct (key_t, key_prev) pairs."""
-    seen: set[tuple[str, str]] = set()
-    indices = []
-    for i in range(len(dataset)):
-        keys = tuple(dataset.pair_keys(i))
-        if keys not in seen:
-            seen.add(keys)
-            indices.append(i)
-    return indices
-
-
-def precompute_flow(dataset: ClipDataset, cache: DISFlowCache, indices: list[int] | None = None,
-                    workers: int = 1, on_pair: Callable[[bool], None] | None = None) -> PrecomputeStats:
-    """Return the counts of pairs computed and already cached after filling ``cache`` for ``dataset``.
-
-    ``indices`` default to :func:`flow_pairs`. Frames are read in order on the calling thread
-    (video files decode sequentially, and loaders need not be thread-safe) while ``workers``
-    threads run DIS and write, each with its own DIS object: OpenCV releases the GIL, and already
-    spreads one DIS over the cores, so more than one worker pays off with many cores. Cached
-    pairs are skipped without decoding once one frame size is known. ``on_pair(computed)`` is
-    called after every pair, on the calling thread.
-    """
-    indices = flow_pairs(dataset) if indices is None else indices
-    workers = max(1, workers)
-    hw: tuple[int, int] | None = None
-    done: list[bool] = []
-    pending: deque[Future] = deque()
-
-    def collect(future: Future) -> None:
-        done.append(future.result())  # re-raises a worker's error here
-        if on_pair is not None:
-            on_pair(done[-1])
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        for i in indices:
-            key_t, key_prev = dataset.pair_keys(i)
-            if hw is not None and cache.has(key_t, key_prev, hw):
-                done.append(False)
-                if on_pair is not None:
-                    on_pair(False)
-                continue
-            frame_t, frame_prev = dataset.frames(i)
-            hw = frame_t.shape[:2]
-            pending.append(pool.submit(cache.ensure, key_t, key_prev, frame_t, frame_prev))
-            while len(pending) > 2 * workers:  # bounds the frames held in memory
-                collect(pending.popleft())
-        while pending:
-            collect(pending.popleft())
-    computed = sum(done)
-    return PrecomputeStats(computed, len(done) - computed, time.perf_counter() - start)

@@ -18,6 +18,7 @@ from torch import Tensor
 from vsda_train import engine
 from vsda_train.clips import domain_clips
 from vsda_train.config import TrainConfig
+from vsda_train.flow_pairs import on_demand_line
 from vsda_train.loop import CheckpointHook, train_loop
 from vsda_train.run import Run, build_run, num_classes_of, prepare_out
 from vsda_train.steps import mean_teacher_step, source_step, vat_step, vst_step
@@ -35,6 +36,8 @@ def clip_stream(run: Run, domain: str, photometric: str, labels: bool, with_flow
     cfg = run.cfg
     frames = cfg.data.target_frames if domain == "target" else "all"
     clips = domain_clips(cfg, domain, labels, with_flow, frames=frames, spec=spec, forward_flow=teacher_view)
+    if with_flow and run.info.is_main and (line := on_demand_line(clips, cfg.data.workers)):
+        print(line, flush=True)
     crop = cfg.data.source_size if domain == "source" else cfg.data.target_size
     transform = ClipTransform(crop, cfg.data.scale_range, hflip=cfg.data.hflip, photometric=photometric,
                               norm=run.norm, keep_clean=teacher_view)

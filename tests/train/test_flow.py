@@ -1,4 +1,4 @@
-"""Tests of vsda_train.flow: torch warping against cv2, occlusion, the DIS cache, FlowNet2 files, the CLI."""
+"""Tests of vsda_train.flow: torch warping against cv2, occlusion, the DIS cache, FlowNet2 files."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-import vsda_train.data
 import vsda_train.flow as vflow
 from vsda_deploy import flow as dflow
-from vsda_train.cli import app
 from vsda_train.flow import (
     DISFlowCache,
     FlowNet2Files,
@@ -23,7 +20,6 @@ from vsda_train.flow import (
     flow_to_tensor,
     flownet2_name,
     occlusion_mask_torch,
-    precompute_flow,
     resize_flow,
     spec_root,
     warp,
@@ -374,91 +370,3 @@ def test_flownet2_reader_errors_name_the_file(tmp_path):
         reader("001_00010.jpg", "001_00009.jpg", frames, frames)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         FlowNet2Files(tmp_path / "nowhere")
-
-
-# ------------------------------------------------------------------------------ precompute + CLI
-
-
-class _ShiftClips:
-    """A clip dataset in the loaders' contract: frame t is frame t-1 moved 1 px right."""
-
-    def __init__(self, root: Path, n: int = 4):
-        self.root = root
-        self.base = _texture(np.random.default_rng(5), 48, 64)
-        self.n = n
-        self.frame_reads = 0
-
-    def __len__(self) -> int:
-        return self.n + 1  # the last sample repeats the first pair
-
-    def pair_keys(self, i: int) -> tuple[str, str]:
-        i %= self.n
-        return f"clip/c_{i + 1:05d}", f"clip/c_{i:05d}"
-
-    def frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        self.frame_reads += 1
-        i %= self.n
-        return np.roll(self.base, i + 1, axis=1), np.roll(self.base, i, axis=1)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_precompute_skips_cached_pairs(tmp_path, dis_calls, workers):
-    data = _ShiftClips(tmp_path)
-    cache = DISFlowCache(tmp_path / "cache", "ultrafast")
-    seen = []
-    stats = precompute_flow(data, cache, workers=workers, on_pair=seen.append)
-    assert (stats.computed, stats.cached) == (4, 0) and seen == [True] * 4
-    assert len(dis_calls) == 4
-    reads = data.frame_reads
-    stats = precompute_flow(data, cache, workers=workers)
-    assert (stats.computed, stats.cached) == (0, 4) and len(dis_calls) == 4
-    assert data.frame_reads - reads <= 1  # only the first pair is decoded to learn the frame size
-
-
-def test_precompute_reports_a_bad_pair(tmp_path):
-    data = _ShiftClips(tmp_path)
-    frames = data.frames
-
-    def broken(i):
-        frame_t, frame_prev = frames(i)
-        return frame_t, frame_prev[:20] if i == 2 else frame_prev
-
-    data.frames = broken
-    with pytest.raises(ValueError, match="c_00003"):
-        precompute_flow(data, DISFlowCache(tmp_path / "cache", "ultrafast"), workers=2)
-
-
-def _write_frames(folder: Path, n: int = 4) -> None:
-    folder.mkdir()
-    base = _texture(np.random.default_rng(6), 48, 64)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"frame{i}.png"), np.roll(base, i, axis=1))
-
-
-def test_cli_flow_on_a_frame_folder_then_the_loader_reads_the_cache(tmp_path):
-    _write_frames(tmp_path / "drive")
-    runner = CliRunner()
-    args = ["flow", f"video:{tmp_path / 'drive'}", "--preset", "ultrafast", "--workers", "2"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "3 pairs computed, 0 already cached" in result.output
-    cache_dir = tmp_path / "drive" / ".vsda_flow" / "ultrafast"
-    assert len(list(cache_dir.rglob("*.npy"))) == 3
-    result = runner.invoke(app, args)
-    assert "0 pairs computed, 3 already cached" in result.output
-    # training reads the same files without computing: the keys of the CLI and of the loader agree
-    data = vsda_train.data.build_dataset(f"video:{tmp_path / 'drive'}", labels=False,
-                                         flow=DISFlowCache(cache_dir, "ultrafast", compute=False))
-    flow = data[1].flow
-    assert flow.shape == (48, 64, 2) and abs(np.median(flow[8:-8, 8:-8, 0]) + 1) < 0.25
-
-
-def test_cli_flow_errors_are_one_line(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(app, ["flow", f"video:{tmp_path / 'nothing'}"])
-    assert result.exit_code == 2 and str(tmp_path / "nothing") in result.output
-    assert len(result.output.strip().splitlines()) == 1
-    result = runner.invoke(app, ["flow", f"video:{tmp_path}", "--preset", "slow"])
-    assert result.exit_code == 2 and "--preset 'slow'" in result.output
-    result = runner.invoke(app, ["flow", f"video:{tmp_path}", "--scale", "2"])
-    assert result.exit_code == 2 and "--scale 2.0" in result.output
