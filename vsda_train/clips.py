@@ -24,11 +24,14 @@ class ScaledClips:
     """A clip dataset whose frames and labels are resized to ``size`` (H, W) when read."""
 
     def __init__(self, clips: Any, size: tuple[int, int] | None, flow: FlowProvider | None = None,
-                 forward_flow: bool = False) -> None:
+                 forward_flow: bool = False, with_prev: bool = True) -> None:
         if getattr(clips, "flow", None) is not None:
             raise ValueError("ScaledClips computes flow itself: build the inner dataset with flow=None")
+        if flow is not None and not with_prev:
+            raise ValueError("ScaledClips: flow needs frame t-k (with_prev=True)")
         self.clips, self.size, self.flow = clips, (tuple(size) if size else None), flow
         self.forward_flow = forward_flow and flow is not None  # also t-k -> t, in meta["flow_fw"]
+        self.with_prev = with_prev  # False: frame t alone (prev is None), for steps that never look at t-k
 
     @property
     def records(self) -> list:
@@ -55,6 +58,8 @@ class ScaledClips:
         return resize_frame(frame, self.size), resize_frame(prev, self.size)
 
     def __getitem__(self, i: int) -> ClipSample:
+        if not self.with_prev:
+            return self._frame_only(i)
         sample = self.clips[i]
         frame, prev = resize_frame(sample.frame, self.size), resize_frame(sample.prev, self.size)
         label = None if sample.label is None else resize_label(sample.label, self.size)
@@ -66,6 +71,16 @@ class ScaledClips:
             if self.forward_flow:
                 meta["flow_fw"] = self._flow(key_prev, key_t, prev, frame)
         return ClipSample(frame, prev, label, flow, meta)
+
+    def _frame_only(self, i: int) -> ClipSample:
+        rec = self.records[i]
+        frame = resize_frame(self.clips.read_frame(rec.path), self.size)
+        label = None
+        if self.clips.labels and rec.label_path is not None:
+            label = resize_label(self.clips.load_label(rec)[0], self.size)
+        meta = {"video": rec.video, "index": rec.index, "path": rec.path, "label_path": rec.label_path,
+                "name": rec.name}
+        return ClipSample(frame, None, label, None, meta)
 
     def _flow(self, key_a: str, key_b: str, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         flow = np.asarray(self.flow(key_a, key_b, frame_a, frame_b), np.float32)
@@ -84,7 +99,8 @@ def dataset_flow(cfg: TrainConfig, spec: str) -> FlowProvider:
 
 
 def domain_clips(cfg: TrainConfig, domain: str, labels: bool, with_flow: bool, split: str = "train",
-                 frames: str = "all", spec: str | None = None, forward_flow: bool = False) -> ScaledClips:
+                 frames: str = "all", spec: str | None = None, forward_flow: bool = False,
+                 with_prev: bool = True) -> ScaledClips:
     """Return the training clips of ``domain`` (source | target | oracle), resized to its recipe size.
 
     ``frames`` is ``all`` (every frame with a t-k neighbour) or ``labelled`` (the labelled-frame
@@ -97,7 +113,7 @@ def domain_clips(cfg: TrainConfig, domain: str, labels: bool, with_flow: bool, s
     options = {"frames": frames} if frames != "all" else {}
     clips = build_dataset(spec, split=split, k=cfg.data.k, labels=labels, flow=None,
                           label_space=cfg.data.label_space, **options)
-    return ScaledClips(clips, size, dataset_flow(cfg, spec) if with_flow else None, forward_flow)
+    return ScaledClips(clips, size, dataset_flow(cfg, spec) if with_flow else None, forward_flow, with_prev)
 
 
 __all__ = ["ScaledClips", "dataset_flow", "domain_clips"]

@@ -30,12 +30,14 @@ def clip_stream(run: Run, domain: str, photometric: str, labels: bool, with_flow
                 teacher_view: bool = False) -> Iterator[dict[str, Tensor]]:
     """Return an endless stream of transformed batches of ``domain``, resumable at ``run.it``.
 
-    Source and oracle clips are the labelled frames; target clips are ``data.target_frames``.
-    ``teacher_view`` adds the frames before the photometric change and, with flow, the forward flow.
+    Source and oracle clips are the labelled frames; target clips are ``data.target_frames``. Frame
+    t-k is read only for the steps that look at it (with flow, or ``teacher_view``). ``teacher_view``
+    adds the frames before the photometric change and, with flow, the forward flow.
     """
     cfg = run.cfg
     frames = cfg.data.target_frames if domain == "target" else "all"
-    clips = domain_clips(cfg, domain, labels, with_flow, frames=frames, spec=spec, forward_flow=teacher_view)
+    clips = domain_clips(cfg, domain, labels, with_flow, frames=frames, spec=spec, forward_flow=teacher_view,
+                         with_prev=with_flow or teacher_view)
     if with_flow and run.info.is_main and (line := on_demand_line(clips, cfg.data.workers)):
         print(line, flush=True)
     crop = cfg.data.source_size if domain == "source" else cfg.data.target_size

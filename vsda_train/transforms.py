@@ -111,36 +111,41 @@ class ClipTransform:
 
     def __call__(self, frame, prev, label, flow, rng: np.random.Generator,
                  flow_fw: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow``/``flow_fw`` (2,H,W) if given."""
+        """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow``/``flow_fw`` (2,H,W) if given.
+
+        ``prev`` None (a step that never looks at frame t-k) is skipped, and left out of the output.
+        """
         flows = {k: f for k, f in (("flow", flow), ("flow_fw", flow_fw)) if f is not None}
+        images = {k: im for k, im in (("frame", frame), ("prev", prev)) if im is not None}
         scale = rng.uniform(*self.scale_range)
         if scale != 1.0:
             h0, w0 = frame.shape[:2]
             size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
-            frame, prev = (cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in (frame, prev))
+            images = {k: cv2.resize(im, size, interpolation=cv2.INTER_LINEAR) for k, im in images.items()}
             label = None if label is None else cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
             flows = {k: _scale_flow(f, size) for k, f in flows.items()}
         h, w = self.size
-        frame, prev, label = _pad_to(frame, h, w, 0), _pad_to(prev, h, w, 0), _pad_to(label, h, w, IGNORE_INDEX)
+        images = {k: _pad_to(im, h, w, 0) for k, im in images.items()}
+        label = _pad_to(label, h, w, IGNORE_INDEX)
         flows = {k: _pad_to(f, h, w, 0.0) for k, f in flows.items()}
-        y = int(rng.integers(0, frame.shape[0] - h + 1))
-        x = int(rng.integers(0, frame.shape[1] - w + 1))
+        y = int(rng.integers(0, images["frame"].shape[0] - h + 1))
+        x = int(rng.integers(0, images["frame"].shape[1] - w + 1))
         crop = (slice(y, y + h), slice(x, x + w))
-        frame, prev = frame[crop], prev[crop]
+        images = {k: im[crop] for k, im in images.items()}
         label = label[crop] if label is not None else None
         flows = {k: f[crop] for k, f in flows.items()}
         if self.hflip and rng.random() < 0.5:
-            frame, prev = frame[:, ::-1], prev[:, ::-1]
+            images = {k: im[:, ::-1] for k, im in images.items()}
             label = label[:, ::-1] if label is not None else None
             flows = {k: f[:, ::-1] * np.array([-1.0, 1.0], np.float32) for k, f in flows.items()}
         out = {}
         if self.keep_clean:
-            out["frame_clean"], out["prev_clean"] = _tensor(frame, self.norm), _tensor(prev, self.norm)
+            out.update({f"{k}_clean": _tensor(im, self.norm) for k, im in images.items()})
         level = Photometric.level(self.photometric)
         if level is not None:
             params = _jitter_params(level, rng)
-            frame, prev = apply_photometric(frame, params), apply_photometric(prev, params)
-        out["frame"], out["prev"] = _tensor(frame, self.norm), _tensor(prev, self.norm)
+            images = {k: apply_photometric(im, params) for k, im in images.items()}
+        out.update({k: _tensor(im, self.norm) for k, im in images.items()})
         if label is not None:
             out["label"] = torch.from_numpy(np.ascontiguousarray(label)).long()
         for k, f in flows.items():
