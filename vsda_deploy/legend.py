@@ -22,7 +22,7 @@ def present_classes(semantic: np.ndarray, num_classes: int, min_fraction: float 
 
 def _layout(height: int) -> tuple[float, int, int]:
     """Return (font scale, text thickness, row height in px) for a frame ``height`` px high."""
-    scale = min(max(height / 720 * 0.6, 0.3), 1.2)
+    scale = min(max(height / 720 * 0.7, 0.3), 1.4)
     return scale, 1 if scale < 0.8 else 2, max(9, round(26 * scale / 0.6))
 
 

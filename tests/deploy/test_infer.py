@@ -22,7 +22,7 @@ from tests.deploy.test_backends import META, export_onnx, tiny_model, with_meta
 from tests.deploy.test_sources import CORRUPT, FAIL, FakeCapture, _scripted_factory
 from tests.train.data_fixtures import make_cityscapes_seq
 from vsda_deploy import cityscapes_vps as vps
-from vsda_deploy.backends import Segmenter
+from vsda_deploy.backends import ModelError, Segmenter
 from vsda_deploy.cli import app
 from vsda_deploy.evaluation import evaluate_folder, read_label_png
 from vsda_deploy.infer import (
@@ -205,6 +205,22 @@ def test_the_cli_runs_at_the_scale_in_the_model_metadata(models: tuple[Path, Pat
         sizes[" ".join(flag) or "default"] = json.loads(report.read_text())["input_size"]
         assert read_label_png(tmp_path / f"l{len(sizes) - 1}" / "f0.png").shape == (96, 200)  # the frame's size
     assert sizes == {"default": "64x128", "--input-size native": "native", "--input-size 32x64": "32x64"}
+
+
+def test_out_of_memory_is_one_line_naming_the_size(models: tuple[Path, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    class Hungry(ScaleSegmenter):
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            raise MemoryError  # numpy's error for a buffer the machine cannot give
+
+    with pytest.raises(ModelError, match=r"^scale\.onnx: out of memory running at 4096x4096 \(HxW\) on a 32x48 frame; "
+                                         "pass a smaller --input-size$"):
+        FramePipeline(Hungry((64, 128)), StreamingSmoother("none"), input_size=(4096, 4096)).process(
+            np.zeros((32, 48, 3), np.uint8))
+    monkeypatch.setattr("vsda_deploy.pipeline.normalise", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    code, output = invoke(write_folder(tmp_path / "f", 2), "--model", models[0], "--input-size", "4096x4096")
+    assert code == 1 and output.strip().splitlines() == [
+        f"error: {models[0]}: out of memory running at 4096x4096 (HxW) on a 64x128 frame; pass a smaller --input-size"]
 
 
 # --- the dataset benchmark: the same numbers as vsda-train eval ------------------------------
