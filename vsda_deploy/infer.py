@@ -399,8 +399,8 @@ class Stream:
         for sink in [*self.sinks.values(), *([self.window] if self.window else [])]:
             try:
                 sink.abort() if failed else sink.close()
-            except OutputError as e:  # close() kept what it could and says so
-                self.failed[sink.option] = (sink, str(e), "")
+            except OutputError as e:  # close() kept what it could and says what
+                self.failed[sink.option] = (sink, str(e), e.kept or "")
             except Exception as e:  # one broken sink must not keep the others from finishing
                 log.error("could not finish an output: %s", e)
         self.sinks = {}

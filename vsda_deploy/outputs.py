@@ -23,7 +23,15 @@ LOW_SPACE_BYTES = 1 << 20  # below this much free space a failed write is put do
 
 
 class OutputError(OSError):
-    """An output that cannot be written or finished; the message starts with the option and the file."""
+    """An output that cannot be written or finished; the message starts with the option and the file.
+
+    ``kept`` says what was kept of it when the failure came at its close (a failed write leaves that to
+    ``Sink.salvage``).
+    """
+
+    def __init__(self, message: str, kept: str | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
 
 
 def hidden_temp(path: Path, tag: str = "partial") -> Path:

@@ -157,7 +157,7 @@ class OverlayVideoWriter(Sink):
             return
         kept = self.salvage()
         raise OutputError(f"{OPTION} {self.path}: the video could not be finished ({max(count, 0)} of "
-                          f"{self.written} frames recorded); {kept}")
+                          f"{self.written} frames recorded)", kept)
 
     def salvage(self) -> str:
         """Keep what plays after a failure (moved into place), else remove it; return what was kept."""

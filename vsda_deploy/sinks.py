@@ -219,9 +219,8 @@ class JsonLinesWriter(Sink):
             self._file = None
             os.replace(self._tmp, self.path)
         except OSError as e:
-            kept = self.salvage()
-            raise OutputError(f"{self.option} {self.path}: cannot finish the file ({reason(e, self.path.parent)}); "
-                              f"{kept}") from None
+            raise OutputError(f"{self.option} {self.path}: cannot finish the file ({reason(e, self.path.parent)})",
+                              self.salvage()) from None
 
     def salvage(self) -> str:
         if self._file is not None:

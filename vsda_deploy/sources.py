@@ -94,11 +94,13 @@ def quiet_opencv(verbose: bool = False) -> None:
     What a source does wrong is reported by vsda in one line; their messages are for debugging. FFmpeg's
     level is read when OpenCV first starts it, so call this before opening anything.
     """
-    if verbose:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_INFO)
-        return
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    if not verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    level = 4 if verbose else 0  # cv::utils::logging: LOG_LEVEL_INFO, LOG_LEVEL_SILENT
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)  # OpenCV 5; 4.x has cv2.setLogLevel
+    set_level = logging_api.setLogLevel if logging_api is not None else getattr(cv2, "setLogLevel", None)
+    if set_level is not None:
+        set_level(level)
 
 
 @functools.cache

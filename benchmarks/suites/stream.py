@@ -61,7 +61,7 @@ def run(opts: SuiteOptions) -> SuiteResult:
     model = Path(opts.model)
     if not model.exists():
         raise SystemExit(f"error: --model {model}: not found (run `make demo` or pass a checkpoint / ONNX)")
-    size = opts.sizes[0] if opts.sizes else None  # None: every frame at its own size, as vsda-train eval scores it
+    size = opts.sizes[0] if opts.sizes else None  # None: the model's trained scale, as vsda-infer runs it
     result = new_result("stream", COLUMNS, opts.settings())
     result.extra["name_header"] = "smoothing · backend"
     source = f"cityscapes-vps:{root}"
@@ -75,7 +75,7 @@ def run(opts: SuiteOptions) -> SuiteResult:
                 result.rows.append(stream_row(f"{mode} · torch {opts.device} fp16", InferOptions(
                     source, model, smooth=mode, device=opts.device, precision="fp16", **common)))
     result.notes += _checks(result.rows, size)
-    where = f"resized to the model input {size[0]}x{size[1]}" if size else "at their own size"
+    where = f"resized to the model input {size[0]}x{size[1]}" if size else "at the model's trained scale"
     result.notes.append(f"val frames {where}; the first {opts.warmup} frames are left out of the timings")
     return result
 

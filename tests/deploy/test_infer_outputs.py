@@ -18,6 +18,7 @@ import pytest
 
 from tests.deploy.test_infer import invoke
 
+OPENCV_SAYS_WHEN_A_WRITE_FAILS = int(cv2.__version__.split(".")[0]) >= 5  # VideoWriter.write returns False
 LIMIT = 400_000  # bytes any one file may grow to: about 15 noisy 192x320 MJPG frames
 
 
@@ -69,11 +70,14 @@ def test_a_full_disk_during_save_video(models: tuple[Path, Path], clip: Path, tm
     assert data["outputs"]["--save-jsonl"]["complete"]
     lines = (out / "frames.jsonl").read_text().splitlines()
     assert len(lines) == data["frames"]["processed"]
-    if container == ".avi":  # plays without its index: kept up to the last good frame, the stream stopped there
+    if container == ".avi":  # plays without its index: kept up to the last good frame
         playable = decoded_frames(video)
-        assert "writing video frame" in entry["error"] and entry["kept"] == f"kept: {playable} playable frames"
-        assert data["stopped_by"] == "--save-video failed" and data["frames"]["processed"] < 40
-        assert 0 < playable <= entry["written"]
+        assert entry["kept"] == f"kept: {playable} playable frames" and 0 < playable <= entry["written"]
+        if OPENCV_SAYS_WHEN_A_WRITE_FAILS:  # the stream stopped at that frame
+            assert "writing video frame" in entry["error"] and data["stopped_by"] == "--save-video failed"
+            assert data["frames"]["processed"] < 40
+        else:  # OpenCV 4: found when the video is closed
+            assert "could not be finished" in entry["error"]
     else:  # an .mp4 needs its index at the end: nothing playable is left, and nothing at all
         assert "nothing kept" in errors[0] and not video.exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(["report.json", "frames.jsonl"] +
