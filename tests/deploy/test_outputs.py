@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -28,6 +29,19 @@ def test_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
     folder.mkdir(mode=0o555)
     with pytest.raises(OutputError, match=rf"^--save-labels {folder / 'l'}: cannot create the folder .*Permission"):
         check_dir_output(folder / "l", "--save-labels")
+
+
+def test_a_folder_that_refuses_writes_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a read-only folder does to a user who is not root (as root, it is simulated)."""
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("vsda_deploy.outputs.os.open", refuse)
+    denied = r"cannot write there \(Permission denied\)$"
+    with pytest.raises(OutputError, match=rf"^--report {tmp_path / 'r.json'}: {denied}"):
+        check_file_output(tmp_path / "r.json", "--report")
+    with pytest.raises(OutputError, match=rf"^--save-labels {tmp_path / 'l'}: {denied}"):
+        check_dir_output(tmp_path / "l", "--save-labels")
 
 
 def test_folder_outputs_and_distinct_paths(tmp_path: Path) -> None:
