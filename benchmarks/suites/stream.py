@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.suite import Column, Row, SuiteOptions, SuiteResult, dataset_root, failed_row, new_result
 from vsda_deploy.infer import STAGES, InferOptions, run_inference
+from vsda_deploy.options import NATIVE
 
 MODES = ("none", "ema", "flow")
 FLOW_SHARE_TARGET = 0.25  # flow smoothing may cost at most this share of the frame time at TARGET_SIZE
@@ -61,11 +62,11 @@ def run(opts: SuiteOptions) -> SuiteResult:
     model = Path(opts.model)
     if not model.exists():
         raise SystemExit(f"error: --model {model}: not found (run `make demo` or pass a checkpoint / ONNX)")
-    size = opts.sizes[0] if opts.sizes else None  # None: the model's trained scale, as vsda-infer runs it
+    size = opts.sizes[0] if opts.sizes else None  # None: every frame at its own size, as vsda-train eval scores it
     result = new_result("stream", COLUMNS, opts.settings())
     result.extra["name_header"] = "smoothing · backend"
     source = f"cityscapes-vps:{root}"
-    common = {"input_size": size, "warmup": opts.warmup, "gt": None}
+    common = {"input_size": size or NATIVE, "warmup": opts.warmup, "gt": None}
     with tempfile.TemporaryDirectory(prefix="vsda-stream-") as tmp:
         onnx = _onnx_model(model, size or _frame_size(root), Path(tmp))
         for mode in MODES:
@@ -75,7 +76,7 @@ def run(opts: SuiteOptions) -> SuiteResult:
                 result.rows.append(stream_row(f"{mode} · torch {opts.device} fp16", InferOptions(
                     source, model, smooth=mode, device=opts.device, precision="fp16", **common)))
     result.notes += _checks(result.rows, size)
-    where = f"resized to the model input {size[0]}x{size[1]}" if size else "at the model's trained scale"
+    where = f"resized to the model input {size[0]}x{size[1]}" if size else "at their own size"
     result.notes.append(f"val frames {where}; the first {opts.warmup} frames are left out of the timings")
     return result
 
