@@ -11,7 +11,7 @@ RUNS ?= runs/$(RUNS_NAME)
 DEMO_CONFIG ?= configs/synth_edge.yaml
 BENCH_OUT ?= benchmarks/results
 
-.PHONY: install test test-compat demo lint bench bench-adaptation clean
+.PHONY: install test test-compat test-integration demo lint bench bench-adaptation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,26 @@ test-compat:
 	$(COMPAT_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(COMPAT_VENV)/bin/python -c "import cv2, numpy; print('OpenCV', cv2.__version__, 'NumPy', numpy.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# vsda-infer as a user runs it, not in CI (docs/deploy.md): a real RTSP server (gst-rtsp-server through the
+# system python3-gi, H.264 on 127.0.0.1, started and stopped by the tests), ffmpeg-written files of every codec,
+# and a real full disk (a 1 MB tmpfs). Installs its Debian packages when missing; needs root and apt-get
+# (skipped with a message otherwise). The case table goes to $(INTEGRATION_TABLE).
+INTEGRATION_DEBS ?= ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+INTEGRATION_TABLE ?= runs/integration/cases.md
+INTEGRATION_PROBE := /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); \
+	gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); \
+	assert Gst.ElementFactory.find('x264enc')" 2>/dev/null && command -v ffmpeg >/dev/null
+test-integration: install
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "SKIPPED make test-integration: it needs root and apt-get (Debian/Ubuntu) to install $(INTEGRATION_DEBS) and to mount a tmpfs"; \
+		exit 0; \
+	fi; \
+	$(INTEGRATION_PROBE) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		--no-install-recommends $(INTEGRATION_DEBS); } && \
+	VSDA_INTEGRATION=1 VSDA_INTEGRATION_TABLE=$(INTEGRATION_TABLE) $(BIN)/python -m pytest -q -p no:cacheprovider \
+		-s tests/integration
 
 lint: install
 	$(BIN)/ruff check .

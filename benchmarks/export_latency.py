@@ -147,7 +147,7 @@ def _export_all(model: Any, ckpt: Path, size: tuple[int, int], dynamic: bool, da
     stem = f"{meta.model_name}_w{meta.model_config.get('width')}_{size[0]}x{size[1]}"
     fp32 = export_fp32(model, work / f"{stem}.onnx", meta)
     frames = open_frames(data, split="train")
-    reader = lambda: FrameCalibrationReader(frames, calib_frames, size, meta.mean, meta.std)  # noqa: E731
+    reader = lambda: FrameCalibrationReader(frames, calib_frames, size, meta.normalization)  # noqa: E731
     return {"fp32": fp32, "fp16": convert_fp16(fp32, work / f"{stem}_fp16.onnx"),
             "int8": quantize_int8(fp32, work / f"{stem}_int8.onnx", reader()),
             "int8-cpu": quantize_int8(fp32, work / f"{stem}_int8_cpu.onnx", reader(), target="cpu")}
@@ -241,7 +241,9 @@ def main(
     json_out: str = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Time PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8 on this CPU."""
-    from export.precision import normalise, open_frames
+    from export.precision import open_frames
+    from vsda_deploy.pipeline import model_input
+    from vsda_deploy.preprocess import IMAGENET
 
     threads = threads or os.cpu_count() or 1
     console, results = Console(width=None if Console().is_terminal else 160), []
@@ -258,7 +260,7 @@ def main(
             label = f"{model.config['name']} w{model.config.get('width')}"
             for size in _parse_sizes(sizes):
                 files = _export_all(model, ckpt, size, dynamic, spec, calib_frames, work)
-                x = normalise(frame, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+                x = model_input(frame, size, IMAGENET)
                 times = bench_one(model, files, x, threads, runs, warmup)
                 summary = _summary(times, conv_gflop(model, size), peak)
                 results.append({"model": label, "size": f"{size[0]}x{size[1]}", **summary})

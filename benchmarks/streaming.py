@@ -26,9 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vsda_deploy.cityscapes_vps import dump_json
-from vsda_deploy.infer import SMOOTH_WIDTH, STAGES, InferOptions, parse_size, run_inference
+from vsda_deploy.infer import SMOOTH_WIDTH, STAGES, InferOptions, run_inference
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import ModelMeta
+from vsda_deploy.options import parse_hw
 
 MODES = ("none", "ema", "flow")
 FLOW_SHARE_TARGET = 0.25
@@ -106,7 +107,7 @@ def main(
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures to this JSON file"),
 ) -> None:
     """Time vsda-infer end to end for each smoothing mode (CPU; CUDA + torch fp16 when present)."""
-    hw = parse_size(size)
+    hw = parse_hw(size, "--size")
     console = Console(width=None if Console().is_terminal else 132)  # the table is wider than 80 columns
     with tempfile.TemporaryDirectory(prefix="vsda-streaming-") as tmp:
         folder = Path(tmp)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from vsda_deploy.options import parse_hw
+
 SCHEMA = "vsda-benchmark/1"
 OK, INACCURATE, FAILED = "ok", "inaccurate", "failed"
 STATUS_MARK = {OK: "✅", INACCURATE: "❎", FAILED: "❌"}
@@ -434,17 +436,16 @@ class SuiteOptions:
                 "threads": self.threads or os.cpu_count()}
 
 
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """Return ``((H, W), ...)`` from ``256x512,512x1024``; ValueError naming the bad entry."""
-    sizes = []
-    for part in (p.strip() for p in text.split(",")):
-        m = re.fullmatch(r"(\d+)x(\d+)", part)
-        if not m or int(m[1]) % 32 or int(m[2]) % 32:
-            raise ValueError(f"--sizes: {part!r} is not HxW with H and W multiples of 32 (e.g. 256x512)")
-        sizes.append((int(m[1]), int(m[2])))
+def parse_sizes(text: str, multiple: int = 32) -> tuple[tuple[int, int], ...]:
+    """Return ``((H, W), ...)`` from ``256x512,512x1024``: each read by ``vsda_deploy.options.parse_hw``, and a
+    multiple of ``multiple`` (the benchmarks time and train the models at their strides' sizes)."""
+    sizes = tuple(parse_hw(part, "--sizes") for part in text.split(",") if part.strip())
     if not sizes:
         raise ValueError("--sizes: give at least one HxW")
-    return tuple(sizes)
+    for h, w in sizes:
+        if h % multiple or w % multiple:
+            raise ValueError(f"--sizes: {h}x{w} is not HxW with H and W multiples of {multiple} (e.g. 256x512)")
+    return sizes
 
 
 def dataset_root(spec: str) -> Path:

@@ -29,7 +29,7 @@ class ExportOptions:
 
     checkpoint: str
     output: str = "model.onnx"
-    input_size: tuple[int, int] = (512, 1024)
+    input_size: tuple[int, int] | None = None  # None: the checkpoint's eval_size, else 512x1024
     dynamic: bool = True
     opset: int = 17
     fp16: bool = False
@@ -140,14 +140,16 @@ def run_export(opts: ExportOptions, console: Any = None) -> ExportReport:
     calib = open_frames(opts.calib, split="train") if opts.int8 else None
     parity = _parity_data(opts) if opts.check else None
     meta = model_meta(model, ckpt, opts.checkpoint, opts.input_size, opts.dynamic)
+    size = tuple(meta.input_size)
     report = ExportReport()
     report.files["fp32"] = export_fp32(model, output, meta, opts.opset)
-    _say(console, f"wrote {output} (FP32, opset {opts.opset}, {'dynamic' if opts.dynamic else 'static'} HxW)")
+    _say(console, f"wrote {output} (FP32, opset {opts.opset}, {'dynamic' if opts.dynamic else 'static'} HxW, "
+                  f"runs at {size[0]}x{size[1]} by default)")
     if opts.fp16:
         report.files["fp16"] = convert_fp16(output, _sibling(output, "_fp16.onnx"))
         _say(console, f"wrote {report.files['fp16']} (FP16, FP32 I/O)")
     if opts.int8:
-        reader = FrameCalibrationReader(calib, opts.calib_frames, opts.input_size, meta.mean, meta.std)
+        reader = FrameCalibrationReader(calib, opts.calib_frames, size, meta.normalization)
         _say(console, f"calibrating INT8 ({opts.calib_method}) on {len(reader)} frames of {opts.calib}")
         report.files["int8"] = quantize_int8(output, _sibling(output, "_int8.onnx"), reader, opts.calib_method,
                                              opts.per_channel, opts.int8_target)
@@ -200,7 +202,7 @@ def _engine_only(opts: ExportOptions, console: Any) -> ExportReport:
 
 def _run_parity(opts: ExportOptions, model: Any, meta: Any, report: ExportReport, parity: tuple[str, Any, Path | None],
                 output: Path, console: Any) -> None:
-    from export.parity import measure_parity, parity_sizes, render_table, torch_logits, write_report
+    from export.parity import measure_parity, parity_sizes, reference_segmenter, render_table, write_report
     from export.precision import spread
 
     spec, frames_set, gt_root = parity
@@ -212,8 +214,8 @@ def _run_parity(opts: ExportOptions, model: Any, meta: Any, report: ExportReport
         # an FP32 graph built with the FP16 flag is held to the FP16 tolerance
         precision = "fp16" if opts.engine_fp16 else next(p for p in ("int8", "fp16", "fp32") if p in report.files)
         files.append((precision, report.engine))
-    report.rows = measure_parity(torch_logits(model), files, meta, frames,
-                                 parity_sizes(tuple(opts.input_size), opts.dynamic), gt_root)
+    report.rows = measure_parity(reference_segmenter(model, meta), files, frames,
+                                 parity_sizes(tuple(meta.input_size), opts.dynamic), gt_root)
     report.parity_json = write_report(report.rows, output.with_name("parity.json"), checkpoint=opts.checkpoint,
                                       data=spec, labelled=str(gt_root) if gt_root else None, notes=report.notes,
                                       calib=opts.calib, calib_method=opts.calib_method if opts.int8 else None)

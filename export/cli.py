@@ -22,7 +22,9 @@ EXIT_PARITY = 3
 def main(
     checkpoint: str = typer.Argument(..., help="a vsda checkpoint (.pt); or an .onnx file to build an engine from"),
     output: str = typer.Option("model.onnx", "-o", "--output", help="FP32 ONNX path; siblings get _fp16/_int8/.engine"),
-    input_size: str = typer.Option("512x1024", "--input-size", help="HEIGHTxWIDTH the model is exported for"),
+    input_size: str | None = typer.Option(None, "--input-size", help="HEIGHTxWIDTH the model is exported for and "
+                                          "vsda-infer runs it at (default: the checkpoint's eval_size, else "
+                                          "512x1024)"),
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="dynamic batch, height and width (or fixed)"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset"),
     fp16: bool = typer.Option(False, "--fp16", help="also write model_fp16.onnx (FP16 graph, FP32 I/O)"),
@@ -53,7 +55,8 @@ def main(
     err = Console(stderr=True)
     try:
         opts = ExportOptions(
-            checkpoint=checkpoint, output=output, input_size=parse_input_size(input_size), dynamic=dynamic,
+            checkpoint=checkpoint, output=output, input_size=parse_input_size(input_size) if input_size else None,
+            dynamic=dynamic,
             opset=opset, fp16=fp16, int8=int8, calib=calib, calib_frames=calib_frames, calib_method=calib_method,
             int8_target=int8_target, per_channel=per_channel, engine=engine, engine_fp16=engine_fp16,
             workspace_gib=workspace, check=check, data=data, parity_frames=parity_frames)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,20 @@ from torch import nn
 
 from vsda_deploy import __version__ as VSDA_VERSION
 from vsda_deploy.labels import get_label_space
-from vsda_deploy.model_meta import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelMeta
-from vsda_deploy.preprocess import preset
+from vsda_deploy.model_meta import (
+    INPUT_NAME,
+    META_PREFIX,
+    OUTPUT_NAME,
+    ModelMeta,
+    checkpoint_eval_size,
+    checkpoint_normalization,
+)
+from vsda_deploy.options import OptionError, parse_hw
 from vsda_train.checkpoint import CheckpointError, file_hash
 from vsda_train.evaluate import load_model
 
 OPSET = 17
+DEFAULT_SIZE = (512, 1024)  # H, W for a checkpoint that does not record its eval_size (Cityscapes' eval scale)
 MIN_OPSET = 13  # per-axis QuantizeLinear (INT8 weights) needs 13; Resize with sizes needs 11
 
 
@@ -40,14 +47,11 @@ class ExportError(ValueError):
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
-    """Return ``(height, width)`` of ``HxW`` (e.g. ``512x1024``); ExportError names the option."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if m is None:
-        raise ExportError(f"--input-size {text}: expected HEIGHTxWIDTH, e.g. 512x1024")
-    h, w = int(m[1]), int(m[2])
-    if h < 16 or w < 16:
-        raise ExportError(f"--input-size {text}: height and width must be at least 16")
-    return h, w
+    """Return ``(height, width)`` of ``HxW`` (``vsda_deploy.options.parse_hw``); ExportError names the option."""
+    try:
+        return parse_hw(text, "--input-size")
+    except OptionError as e:
+        raise ExportError(str(e)) from None
 
 
 def load_for_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -69,15 +73,37 @@ def load_for_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, ckpt
 
 
-def model_meta(model: nn.Module, ckpt: dict[str, Any], ckpt_path: str | Path, input_size: tuple[int, int],
+def export_size(ckpt: dict[str, Any], ckpt_path: str | Path, asked: tuple[int, int] | None) -> tuple[int, int]:
+    """Return the H x W to export for: ``asked`` (``--input-size``), else the checkpoint's ``eval_size``, else 512x1024.
+
+    ``eval_size`` is the scale training evaluates target frames at; ``vsda-infer`` runs frames at it by default.
+    """
+    if asked is not None:
+        return tuple(asked)
+    try:
+        trained = checkpoint_eval_size(ckpt)
+    except ValueError as e:
+        raise ExportError(f"{ckpt_path}: {e}") from None
+    return trained or DEFAULT_SIZE
+
+
+def model_meta(model: nn.Module, ckpt: dict[str, Any], ckpt_path: str | Path, input_size: tuple[int, int] | None,
                dynamic: bool, precision: str = "fp32") -> ModelMeta:
-    """Return the ModelMeta of an exported checkpoint (classes, palette, normalisation, provenance)."""
+    """Return the ModelMeta of an exported checkpoint (classes, palette, normalisation, trained scale, provenance).
+
+    ``input_size`` None: the checkpoint's ``eval_size`` (``export_size``). The normalisation is the one the
+    checkpoint trained with (``config.model.preprocess``: imagenet or caffe).
+    """
     space = get_label_space(ckpt.get("label_space", "viper15"))
-    norm = preset(((ckpt.get("config") or {}).get("model") or {}).get("preprocess", "imagenet"))
     config = dict(model.config)
+    try:
+        norm = checkpoint_normalization(ckpt)
+    except ValueError as e:
+        raise ExportError(f"{ckpt_path}: {e}") from None
     return ModelMeta(
-        classes=space.classes, palette=space.palette, label_space=space.name, input_size=tuple(input_size),
-        dynamic=dynamic, mean=norm.mean, std=norm.std, channel_order=norm.channel_order, precision=precision,
+        classes=space.classes, palette=space.palette, label_space=space.name,
+        input_size=export_size(ckpt, ckpt_path, input_size), dynamic=dynamic, mean=tuple(norm.mean),
+        std=tuple(norm.std), channel_order=norm.channel_order, precision=precision,
         model_name=str(config.get("name", "")), model_config=config,
         checkpoint_sha256=file_hash(ckpt_path, length=64), vsda_version=VSDA_VERSION,
         things=tuple(sorted(space.things)),

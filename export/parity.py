@@ -1,9 +1,12 @@
 """Parity of exported files against PyTorch on real frames: max |Δlogits|, argmax agreement, mIoU change.
 
-Each exported file is run in ONNX Runtime (CPU) on the same normalised frames as the PyTorch model,
-at each size asked (the export size, and a second one for a dynamic graph). With a labelled
-Cityscapes-VPS split, each file also predicts the split the way ``vsda-infer`` does (a static graph at
-its input size, logits resized back bilinearly; a dynamic graph at the frame's size) and is scored by
+The check runs what users run: each file is loaded by ``vsda_deploy.backends`` (an ONNX file on ONNX
+Runtime's CPU provider, a TensorRT ``.engine`` by ``TrtSegmenter`` on the GPU), the PyTorch model is
+wrapped as a ``TorchSegmenter``, and frames become inputs through ``vsda_deploy.pipeline.model_input``
+(the model's own normalisation), at each size asked (the export size, and a second one for a dynamic
+graph). With a labelled Cityscapes-VPS split each file also labels the split through
+``vsda_deploy.pipeline.label_predictor``, exactly as ``vsda-infer --smooth none`` does (at the model's
+trained scale, logits resized back bilinearly), and is scored by
 ``vsda_deploy.evaluation.evaluate_predictor``; its mIoU change is against PyTorch's under the same protocol.
 """
 
@@ -17,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from export.precision import normalise
-from vsda_deploy.model_meta import INPUT_NAME, ModelMeta
+from vsda_deploy.backends import Segmenter, TorchSegmenter, load_segmenter
+from vsda_deploy.model_meta import ModelMeta
+from vsda_deploy.pipeline import label_predictor, model_input
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -71,31 +74,16 @@ class ParityRow:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
 
 
-def ort_session(path: str | Path, threads: int = 0) -> Any:
-    """Return a CPU ONNX Runtime session (all graph optimisations, ``threads`` intra-op, 0 = one per core)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def reference_segmenter(model: Any, meta: ModelMeta) -> Segmenter:
+    """Return the PyTorch model (eval mode, CPU) as a ``Segmenter`` carrying ``meta``."""
+    return TorchSegmenter("PyTorch", module=model, meta=meta)
 
 
-def onnx_logits(path: str | Path, threads: int = 0) -> LogitsFn:
-    """Return ``logits(x)`` of an ONNX file for a (1, 3, H, W) float32 input."""
-    session = ort_session(path, threads)
-    return lambda x: session.run(None, {INPUT_NAME: x})[0]
-
-
-def torch_logits(model: Any) -> LogitsFn:
-    """Return ``logits(x)`` of a PyTorch model (eval mode, no grad) for a numpy input."""
-    import torch
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return run
+def file_segmenter(path: str | Path, threads: int = 0) -> Segmenter:
+    """Return the ``Segmenter`` of an exported file: ONNX Runtime on the CPU, or a TensorRT engine on cuda:0."""
+    if Path(path).suffix == ".engine":
+        return load_segmenter(path, "trt", "cuda:0")
+    return load_segmenter(path, "ort", "cpu", provider="cpu", threads=threads)
 
 
 def compare_logits(reference: LogitsFn, candidate: LogitsFn, inputs: Sequence[np.ndarray],
@@ -111,20 +99,6 @@ def compare_logits(reference: LogitsFn, candidate: LogitsFn, inputs: Sequence[np
         same += int((out.argmax(1) == ref.argmax(1)).sum())
         total += ref.shape[0] * ref.shape[2] * ref.shape[3]
     return max_abs, 100.0 * same / max(total, 1)
-
-
-def label_predictor(logits: LogitsFn, meta: ModelMeta) -> Callable[[np.ndarray], np.ndarray]:
-    """Return ``predict(rgb) -> (H, W) uint8`` as ``vsda-infer`` runs a graph (static: at its input size)."""
-    size = None if meta.dynamic else tuple(meta.input_size)
-
-    def predict(rgb: np.ndarray) -> np.ndarray:
-        scores = logits(normalise(rgb, size, meta.mean, meta.std))[0]
-        h, w = rgb.shape[:2]
-        if scores.shape[1:] != (h, w):
-            scores = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in scores])
-        return scores.argmax(0).astype(np.uint8)
-
-    return predict
 
 
 def split_miou(predict: Callable[[np.ndarray], np.ndarray], gt_root: str | Path, split: str = "val") -> float:
@@ -151,34 +125,29 @@ def check_row(row: ParityRow, tol: Tolerance) -> list[str]:
     return failures
 
 
-def file_logits(path: str | Path, threads: int = 0) -> LogitsFn:
-    """Return ``logits(x)`` of an ONNX file (ONNX Runtime CPU) or a TensorRT ``.engine`` (its GPU)."""
-    if Path(path).suffix == ".engine":
-        from export.tensorrt import EngineRunner
-
-        return EngineRunner(path)
-    return onnx_logits(path, threads)
-
-
-def measure_parity(reference: LogitsFn, files: Sequence[tuple[str, Path]], meta: ModelMeta,
-                   frames: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], gt_root: str | Path | None = None,
+def measure_parity(reference: Segmenter, files: Sequence[tuple[str, Path]], frames: Sequence[np.ndarray],
+                   sizes: Sequence[tuple[int, int]], gt_root: str | Path | None = None,
                    threads: int = 0) -> list[ParityRow]:
     """Return one checked ParityRow per (file, size); ``files`` are ``(precision, ONNX or engine path)``."""
     if not frames:
         raise ValueError("parity needs at least one frame")
-    inputs = {size: [normalise(f, size, meta.mean, meta.std) for f in frames] for size in sizes}
-    expected = {size: [reference(x) for x in xs] for size, xs in inputs.items()}
-    ref_miou = split_miou(label_predictor(reference, meta), gt_root) if gt_root is not None else None
+    norm = reference.meta.normalization
+    inputs = {size: [model_input(f, size, norm) for f in frames] for size in sizes}
+    expected = {size: [reference.predict(x) for x in xs] for size, xs in inputs.items()}
+    ref_miou = split_miou(label_predictor(reference), gt_root) if gt_root is not None else None
     rows = []
     for precision, path in files:
-        candidate = file_logits(path, threads)
-        for k, size in enumerate(sizes):
-            max_abs, agree = compare_logits(reference, candidate, inputs[size], expected[size])
-            row = ParityRow(str(path), precision, tuple(size), len(frames), max_abs, agree)
-            if k == 0 and gt_root is not None:
-                row.miou, row.miou_reference = split_miou(label_predictor(candidate, meta), gt_root), ref_miou
-            row.failures = check_row(row, TOLERANCES[precision])
-            rows.append(row)
+        candidate = file_segmenter(path, threads)
+        try:
+            for k, size in enumerate(sizes):
+                max_abs, agree = compare_logits(reference.predict, candidate.predict, inputs[size], expected[size])
+                row = ParityRow(str(path), precision, tuple(size), len(frames), max_abs, agree)
+                if k == 0 and gt_root is not None:
+                    row.miou, row.miou_reference = split_miou(label_predictor(candidate), gt_root), ref_miou
+                row.failures = check_row(row, TOLERANCES[precision])
+                rows.append(row)
+        finally:
+            candidate.close()
     return rows
 
 

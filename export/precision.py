@@ -32,6 +32,8 @@ from onnx import numpy_helper
 
 from export.onnx_export import ExportError, read_meta, save_checked, set_meta
 from vsda_deploy.model_meta import ModelMeta
+from vsda_deploy.pipeline import model_input
+from vsda_deploy.preprocess import Normalization
 from vsda_deploy.sources import IMAGE_EXTENSIONS, natural_key, read_image_rgb
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -177,29 +179,20 @@ def spread(total: int, n: int) -> list[int]:
     return sorted({round(i * (total - 1) / (n - 1)) for i in range(n)})
 
 
-def normalise(rgb: np.ndarray, size: tuple[int, int] | None, mean: Sequence[float],
-              std: Sequence[float]) -> np.ndarray:
-    """Return the (1, 3, H, W) float32 model input of an RGB frame, resized to ``size`` (H, W) if given.
-
-    Bilinear resize and ``(x / 255 - mean) / std`` in float32: what ``vsda-infer`` feeds a model.
-    """
-    if size is not None and tuple(size) != rgb.shape[:2]:
-        rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    x = rgb.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-
-
 # --- INT8 -----------------------------------------------------------------------------------
 
 class FrameCalibrationReader:
-    """An ONNX Runtime ``CalibrationDataReader`` over ``count`` frames spread through a FrameSet."""
+    """An ONNX Runtime ``CalibrationDataReader`` over ``count`` frames spread through a FrameSet.
 
-    def __init__(self, frames: FrameSet, count: int, size: tuple[int, int], mean: Sequence[float],
-                 std: Sequence[float], input_name: str = "image") -> None:
+    Frames become inputs as ``vsda-infer`` makes them (``vsda_deploy.pipeline.model_input``: bilinear resize to
+    ``size``, then the model's normalisation ``norm``).
+    """
+
+    def __init__(self, frames: FrameSet, count: int, size: tuple[int, int], norm: Normalization,
+                 input_name: str = "image") -> None:
         if count < 1:
             raise ExportError(f"--calib-frames {count}: must be at least 1")
-        self.frames, self.size, self.mean, self.std = frames, tuple(size), mean, std
+        self.frames, self.size, self.norm = frames, tuple(size), norm
         self.input_name = input_name
         self.indices = spread(len(frames), count)
         self._it: Iterator[np.ndarray] | None = None
@@ -211,7 +204,7 @@ class FrameCalibrationReader:
         if self._it is None:
             self._it = self.frames.read(self.indices)
         rgb = next(self._it, None)
-        return None if rgb is None else {self.input_name: normalise(rgb, self.size, self.mean, self.std)}
+        return None if rgb is None else {self.input_name: model_input(rgb, self.size, self.norm)}
 
     def rewind(self) -> None:
         self._it = None

@@ -1,4 +1,4 @@
-"""TensorRT engines from vsda ONNX files (TensorRT 10 and 11): build, sidecar, compatibility check, run.
+"""TensorRT engines from vsda ONNX files (TensorRT 10 and 11): build, sidecar, compatibility check.
 
 Precision lives in the ONNX graph: where ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists the
 network is built strongly typed with no precision flags (an FP16 graph gets FP16 kernels, a Q/DQ graph
@@ -6,6 +6,8 @@ INT8). The one exception is the TensorRT 10 path for an FP32 graph with ``Builde
 as on Jetson's TensorRT 10.3); TensorRT 11 removed that flag. Every version-specific name is looked
 up with ``hasattr``. A plan is the raw ``build_serialized_network`` bytes (``trtexec --loadEngine``
 reads it); what it was built for lives in ``model.engine.json`` next to it, which loading compares first.
+Engines run in one place, ``vsda_deploy.backends.TrtSegmenter`` (``vsda-infer``, the parity check, the
+formats benchmark).
 
 Verified here: the pure logic (profile shapes, precision plan against fake ``tensorrt`` modules, sidecar
 round trip, compatibility messages, logger capture). Not verified here: the calls into TensorRT itself,
@@ -24,26 +26,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from export.onnx_export import ExportError
 from vsda_deploy import engine as engine_files
-from vsda_deploy.engine import (  # the sidecar format and the compatibility rule, re-exported
+from vsda_deploy.engine import (  # the sidecar format, the compatibility rule and the logger, re-exported
     BuildInfo,
     Device,
+    LogCapture,  # noqa: F401
     ProfileShapes,
     compatibility_problems,  # noqa: F401
+    make_logger,
     rebuild_command,
     write_sidecar,
 )
-from vsda_deploy.model_meta import INPUT_NAME, OUTPUT_NAME, ModelMeta
+from vsda_deploy.model_meta import INPUT_NAME, ModelMeta
 
 log = logging.getLogger(__name__)
 
 TIMING_CACHE = "trt_timing.cache"
 TRT_INSTALL = ("install it with: pip install 'vsda[trt]' (on Jetson TensorRT comes with JetPack: use a venv "
                "created with --system-site-packages)")
-ERROR_SEVERITIES = ("INTERNAL_ERROR", "ERROR")
 
 
 class EngineError(ExportError):
@@ -145,49 +146,6 @@ def check_compatible(engine: str | Path, build: BuildInfo, here: Device) -> None
         raise EngineError(str(e)) from None
 
 
-# --- logger -----------------------------------------------------------------------------------
-
-class LogCapture:
-    """Keeps TensorRT's log messages (severity name, text) so a failure can say what TensorRT said."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, str]] = []
-
-    def record(self, severity: str, message: str) -> None:
-        self.messages.append((severity, message))
-        level = logging.ERROR if severity in ERROR_SEVERITIES else (
-            logging.WARNING if severity == "WARNING" else logging.DEBUG)
-        log.log(level, "TensorRT %s: %s", severity, message)
-
-    def errors(self) -> list[str]:
-        """Return the messages logged at ERROR or INTERNAL_ERROR."""
-        return [m for s, m in self.messages if s in ERROR_SEVERITIES]
-
-    def summary(self, default: str = "no error message from TensorRT") -> str:
-        """Return the errors (else the last warning) joined on one line."""
-        errors = self.errors() or [m for s, m in self.messages if s == "WARNING"][-1:]
-        return " | ".join(e.strip() for e in errors) or default
-
-
-def _severity_name(severity: Any) -> str:
-    name = getattr(severity, "name", None) or str(severity).rsplit(".", 1)[-1]
-    return str(name).upper()
-
-
-def make_logger(trt: Any) -> LogCapture:
-    """Return an ``ILogger`` subclass instance of ``trt`` that records every message (and logs it)."""
-
-    class CapturingLogger(trt.ILogger, LogCapture):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)  # the pybind base must be initialised explicitly
-            LogCapture.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            self.record(_severity_name(severity), msg)
-
-    return CapturingLogger()
-
-
 # --- TensorRT calls (run only where tensorrt imports) -------------------------------------------
 
 def gpu_properties(index: int = 0) -> tuple[str, str]:
@@ -286,45 +244,3 @@ def _write_bytes(path: Path, data: Any) -> None:
     with open(tmp, "wb") as f:
         f.write(data)  # IHostMemory supports the buffer protocol: the plan is written as-is
     os.replace(tmp, path)
-
-
-class EngineRunner:
-    """A TensorRT plan loaded after its sidecar check, run with ``execute_async_v3`` (torch CUDA buffers)."""
-
-    def __init__(self, engine_path: str | Path, device_index: int = 0) -> None:
-        import torch
-
-        trt = import_tensorrt()
-        self.path = Path(engine_path)
-        if not self.path.is_file():
-            raise EngineError(f"{self.path}: engine file not found")
-        self.meta, self.build, self.shapes = read_sidecar(self.path)
-        check_compatible(self.path, self.build, current_device(trt, device_index))
-        self.logger = make_logger(trt)
-        self.runtime = trt.Runtime(self.logger)
-        if self.build.version_compatible:
-            self.runtime.engine_host_code_allowed = True
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise EngineError(f"{self.path}: TensorRT {trt.__version__} could not load the engine "
-                              f"({self.logger.summary()}); rebuild it: {rebuild_command(self.build, self.path)}")
-        self.context = self.engine.create_execution_context()
-        self.torch, self.device = torch, torch.device("cuda", device_index)
-        self.stream = torch.cuda.Stream(self.device)
-        self.output_dtype = trt.nptype(self.engine.get_tensor_dtype(OUTPUT_NAME))
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Return the logits (N, C, H, W) float32 of a normalised (N, 3, H, W) batch."""
-        torch = self.torch
-        with torch.cuda.stream(self.stream):  # copies, allocation and the engine on one (non-default) stream
-            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
-            self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
-            shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
-            out = torch.empty(shape, dtype=getattr(torch, np.dtype(self.output_dtype).name), device=self.device)
-            self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
-            self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise EngineError(f"{self.path}: execute_async_v3 failed ({self.logger.summary()})")
-            result = out.float().cpu()  # synchronous copy: waits for the engine on this stream
-        self.stream.synchronize()
-        return result.numpy()

@@ -9,8 +9,12 @@ input size, precision) travels with it, so the caller needs nothing else.
   the provider actually used is checked after the session starts, so a silent fallback to the
   CPU is reported; on a GPU the input and output are bound with IO binding.
 * ``TrtSegmenter``: a native TensorRT plan (``.engine``) with its ``model.engine.json`` sidecar,
-  checked against this machine's TensorRT and GPU *before* deserialising.
-* ``TorchSegmenter``: a vsda training checkpoint (``.pt``), for debugging a deployment.
+  checked against this machine's TensorRT and GPU *before* deserialising; vsda's one TensorRT runner
+  (``vsda-infer``, the export parity check and the formats benchmark all use it).
+* ``TorchSegmenter``: a vsda training checkpoint (``.pt``) or a model in memory (the export's reference).
+
+``Segmenter.default_size`` is the (H, W) frames run at unless told otherwise: a static input's size,
+else the scale the model was trained for (``ModelMeta.input_size``; a checkpoint's ``eval_size``).
 
 onnxruntime is the runtime's own dependency; tensorrt and torch are imported only by their
 backend, and a missing one is one error naming the extra to install.
@@ -27,8 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from vsda_deploy.engine import Device, EngineError, check_compatible, read_sidecar
-from vsda_deploy.model_meta import INPUT_NAME, OUTPUT_NAME, ModelMeta
+from vsda_deploy.engine import Device, EngineError, check_compatible, make_logger, read_sidecar, rebuild_command
+from vsda_deploy.model_meta import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelMeta,
+    checkpoint_eval_size,
+    checkpoint_normalization,
+)
+from vsda_deploy.options import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +67,7 @@ def parse_device(device: str) -> tuple[str, int]:
     """Return ``("cpu", 0)`` or ``("cuda", index)`` for ``cpu``, ``cuda`` or ``cuda:N``."""
     m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", device.strip().lower())
     if m is None or (m[1] == "cpu" and m[2] is not None):
-        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+        raise OptionError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     return m[1], int(m[2] or 0)
 
 
@@ -70,6 +81,12 @@ class Segmenter:
         self.path, self.meta, self.device, self.provider = path, meta, device, provider
         self.precision = meta.precision
         self.fixed_size: tuple[int, int] | None = None  # (H, W) of a static input, None if dynamic
+        self.trained_size: tuple[int, int] | None = tuple(meta.input_size)  # None: not recorded
+
+    @property
+    def default_size(self) -> tuple[int, int] | None:
+        """Return the (H, W) frames run at by default: a static input's, else the trained scale (None: own size)."""
+        return self.fixed_size or self.trained_size
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Return float32 (N, C, H, W) scores of a normalised float32 (N, 3, H, W) batch."""
@@ -107,16 +124,16 @@ def ort_providers(device: str, provider: str, available: list[str]) -> list[str]
     that this onnxruntime build lacks is an error naming the ``gpu`` extra.
     """
     if provider not in ORT_PROVIDERS:
-        raise ValueError(f"--provider {provider!r}: choose from {', '.join(ORT_PROVIDERS)}")
+        raise OptionError(f"--provider {provider!r}: choose from {', '.join(ORT_PROVIDERS)}")
     kind, _ = parse_device(device)
     if provider == "auto":
         provider = "cuda" if kind == "cuda" else "cpu"
     if provider == "cpu":
         if kind != "cpu":
-            raise ValueError(f"--provider cpu runs on the CPU; it contradicts --device {device}")
+            raise OptionError(f"--provider cpu runs on the CPU; it contradicts --device {device}")
         return [_ORT_NAMES["cpu"]]
     if kind != "cuda":
-        raise ValueError(f"--provider {provider} needs --device cuda[:N], got --device {device}")
+        raise OptionError(f"--provider {provider} needs --device cuda[:N], got --device {device}")
     wanted = [_ORT_NAMES["tensorrt"]] if provider == "tensorrt" else []
     wanted += [_ORT_NAMES["cuda"], _ORT_NAMES["cpu"]]
     if wanted[0] not in available:
@@ -231,9 +248,10 @@ class OrtSegmenter(Segmenter):
 class TrtSegmenter(Segmenter):
     """A TensorRT 10/11 plan run with ``execute_async_v3`` on a CUDA stream (buffers via torch).
 
-    The sidecar is checked (``vsda_deploy.engine.check_compatible``) before the plan is deserialised.
-    UNVERIFIED: written against the TensorRT 10 Python API like ``export.tensorrt.EngineRunner``, but not run
-    here (no GPU or TensorRT on the development machine). Needs ``vsda[trt]`` and a CUDA torch.
+    The sidecar is checked (``vsda_deploy.engine.check_compatible``) before the plan is deserialised, and
+    TensorRT's own log is kept (``engine.make_logger``) so a plan that does not load or run says why.
+    UNVERIFIED: written against the TensorRT 10 Python API, tested against fake ``tensorrt`` modules, not
+    run (no GPU or TensorRT on the development machines). Needs ``vsda[trt]`` and a CUDA torch.
     """
 
     backend = "trt"
@@ -244,7 +262,8 @@ class TrtSegmenter(Segmenter):
             raise ModelError(f"{path}: engine file not found")
         kind, index = parse_device(device)
         if kind != "cuda":
-            raise ModelError(f"{path}: a TensorRT engine runs on a GPU; pass --device cuda:N")
+            raise OptionError(f"--device {device}: {path} is a TensorRT engine, which runs on a GPU; "
+                              "pass --device cuda:N")
         try:
             meta, build, _ = read_sidecar(path)  # before tensorrt: a wrong file fails fast and clearly
             trt = require("tensorrt", "trt", str(path))
@@ -256,13 +275,14 @@ class TrtSegmenter(Segmenter):
             check_compatible(path, build, Device(trt.__version__, torch.cuda.get_device_name(index), cc))
         except EngineError as e:
             raise ModelError(str(e)) from None
-        self._trt_logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._trt_logger)
+        self.logger = make_logger(trt)
+        runtime = trt.Runtime(self.logger)
         if build.version_compatible:  # its lean runtime is embedded in the plan
             runtime.engine_host_code_allowed = True
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
-            raise ModelError(f"{path}: TensorRT {trt.__version__} could not deserialise the engine")
+            raise ModelError(f"{path}: TensorRT {trt.__version__} could not load the engine "
+                             f"({self.logger.summary()}); rebuild it: {rebuild_command(build, path)}")
         super().__init__(path, meta, f"cuda:{index}", f"TensorRT {trt.__version__}")
         self._torch, self._trt, self._runtime, self.engine = torch, trt, runtime, engine
         self.context = engine.create_execution_context()
@@ -304,7 +324,7 @@ class TrtSegmenter(Segmenter):
             self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
             self.context.set_tensor_address(OUTPUT_NAME, self._out.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeError(f"{self.path}: TensorRT execution failed")
+                raise ModelError(f"{self.path}: TensorRT execution failed ({self.logger.summary()})")
             scores = self._out.float().cpu()  # waits on the stream
         return _check_scores(self.path, scores.numpy(), self.meta)
 
@@ -315,34 +335,52 @@ class TrtSegmenter(Segmenter):
 # --- PyTorch checkpoint -------------------------------------------------------------------
 
 class TorchSegmenter(Segmenter):
-    """A vsda training checkpoint rebuilt with ``vsda_train`` (for debugging a deployment)."""
+    """A vsda training checkpoint rebuilt with ``vsda_train`` (debugging a deployment), or a model in memory.
+
+    Given ``module`` (an eval-mode model) and its ``meta``, nothing is loaded from ``path`` (only named).
+    """
 
     backend = "torch"
 
-    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "fp32", *, module: Any = None,
+                 meta: ModelMeta | None = None) -> None:
         path = Path(path)
         torch = require("torch", "train", str(path))
-        evaluate = require("vsda_train.evaluate", "train", str(path))
-        from vsda_deploy.labels import get_label_space
-
         kind, index = parse_device(device)
         if precision not in ("fp32", "fp16"):
-            raise ValueError(f"--precision {precision!r}: the torch backend runs fp32 or fp16")
+            raise OptionError(f"--precision {precision!r}: the torch backend runs fp32 or fp16")
         if precision == "fp16" and kind != "cuda":
-            raise ValueError("--precision fp16 needs --device cuda (fp16 convolutions are not a CPU path)")
+            raise OptionError("--precision fp16 needs --device cuda (fp16 convolutions are not a CPU path)")
         if kind == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"{path}: --device {device} but torch sees no CUDA GPU")
         dev = torch.device(kind, index) if kind == "cuda" else torch.device("cpu")
+        trained_size = None if module is None else tuple(meta.input_size)
+        if module is None:
+            module, meta, trained_size = self._load(path, dev, precision)
+        super().__init__(path, meta, str(dev), f"torch {torch.__version__.split('+')[0]} ({dev.type})")
+        self.trained_size = trained_size
+        self._torch, self._dev = torch, dev
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.model = module.to(dev, self._dtype).eval()
+
+    @staticmethod
+    def _load(path: Path, dev: Any, precision: str) -> tuple[Any, ModelMeta, tuple[int, int] | None]:
+        """Return the checkpoint's model, its ModelMeta and its ``eval_size`` (None when not recorded)."""
+        evaluate = require("vsda_train.evaluate", "train", str(path))
+        from vsda_deploy.labels import get_label_space
+
         model, ckpt = evaluate.load_model(path, dev)  # CheckpointError (a ValueError) names the file
         conf = dict(ckpt.get("model_config") or {})
         space = get_label_space(ckpt.get("label_space", "viper15"))
+        try:
+            norm, eval_size = checkpoint_normalization(ckpt), checkpoint_eval_size(ckpt)
+        except ValueError as e:
+            raise ModelError(f"{path}: {e}") from None
         meta = ModelMeta(classes=space.classes, palette=space.palette, label_space=space.name,
-                         precision=precision, model_name=str(conf.get("name", "")), model_config=conf,
-                         things=tuple(sorted(space.things)))
-        super().__init__(path, meta, str(dev), f"torch {torch.__version__.split('+')[0]} ({dev.type})")
-        self._torch, self._dev = torch, dev
-        self._dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.model = model.to(self._dtype)
+                         input_size=eval_size or ModelMeta.input_size, mean=norm.mean, std=norm.std,
+                         channel_order=norm.channel_order, precision=precision, model_name=str(conf.get("name", "")),
+                         model_config=conf, things=tuple(sorted(space.things)))
+        return model, meta, eval_size
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -360,7 +398,7 @@ class TorchSegmenter(Segmenter):
 def backend_for(path: Path, backend: str = "auto") -> str:
     """Return the backend that runs ``path``: ``backend``, or the one its suffix implies."""
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
+        raise OptionError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
     implied = SUFFIX_BACKEND.get(path.suffix.lower())
     if backend == "auto":
         if implied is None:
@@ -368,8 +406,8 @@ def backend_for(path: Path, backend: str = "auto") -> str:
                              "pass --backend ort|trt|torch")
         return implied
     if implied is not None and implied != backend:
-        raise ModelError(f"{path}: a {path.suffix} file does not run on --backend {backend} (it is a "
-                         f"{implied} model); use --backend {implied} or auto")
+        raise OptionError(f"--backend {backend}: {path} is a {path.suffix} file, which runs on --backend {implied} "
+                          "(or auto)")
     return backend
 
 

@@ -1,28 +1,38 @@
 """`vsda-infer SOURCE --model MODEL`: streaming segmentation with temporal smoothing (options only).
 
     vsda-infer camera0 --model model.onnx --show
-    vsda-infer clip.mp4 --model model.onnx --save-video overlay.mp4 --report report.json
+    vsda-infer clip.mp4 --model model.onnx --save-video overlay.mp4 --legend --report report.json
     vsda-infer cityscapes-vps:data/synth/target --model model.onnx --smooth none --report report.json
 
 Everything happens in :func:`vsda_deploy.infer.run_inference`. Exit status: 0 when the stream
-ended or was stopped (Ctrl-C, SIGTERM, ``q`` in the window), 1 for a fault (one line on stderr),
-2 for bad options, 130 when interrupted twice.
+ended or was stopped (Ctrl-C, SIGTERM, ``q`` in the window); 1 for a runtime failure (a model, source
+or output that fails, a stream lost for good; one line on stderr per failure, the report still written
+when the stream ran); 2 for a bad option (one line naming it); 130 when interrupted twice.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, parse_size, run_inference
+from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, run_inference
+from vsda_deploy.live import log_to_console
+from vsda_deploy.options import OptionError, parse_input_size
 from vsda_deploy.report import render_report
 from vsda_deploy.smoothing import DEFAULT_ALPHA
+from vsda_deploy.sources import quiet_opencv
+
+EXIT_FAILURE, EXIT_BAD_OPTION, EXIT_INTERRUPTED = 1, 2, 130
 
 app = typer.Typer(add_completion=False, help="Streaming video segmentation at the edge.")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
 
 
 @app.command()
@@ -35,8 +45,9 @@ def main(
     provider: str = typer.Option("auto", "--provider", help="ONNX Runtime execution provider: auto | cpu | cuda | "
                                  "tensorrt"),
     precision: str = typer.Option("fp32", "--precision", help="torch backend: fp32 | fp16 (GPU)"),
-    input_size: str | None = typer.Option(None, "--input-size", help="run the model at HxW (default: its static "
-                                          "input size, else each frame's size)"),
+    input_size: str | None = typer.Option(None, "--input-size", help="HxW to run the model at, or 'native' for each "
+                                          "frame's own size (default: the scale the model was trained for, from "
+                                          "its metadata)"),
     smooth: str = typer.Option("flow", "--smooth", help="temporal smoothing: flow | ema | none"),
     alpha: float = typer.Option(DEFAULT_ALPHA, "--alpha", help="weight of the (warped) past in smoothing, in [0, 1)"),
     smooth_width: int = typer.Option(SMOOTH_WIDTH, "--smooth-width", help="smooth class probabilities on a grid at "
@@ -44,7 +55,10 @@ def main(
     gt: str | None = typer.Option(None, "--gt", help="ground truth for live mIoU/VPQ/TC: cityscapes-vps:ROOT | "
                                   "cityscapes-seq:ROOT (frames must be named like the dataset's)"),
     split: str = typer.Option("val", "--split", help="split of a dataset SOURCE or --gt"),
-    save_video: Path | None = typer.Option(None, "--save-video", help="overlay video (.mp4, .avi, .mkv)"),
+    save_video: Path | None = typer.Option(None, "--save-video", help="overlay video in real time (.mp4, .mov, "
+                                           ".avi, .mkv)"),
+    legend: bool = typer.Option(False, "--legend", help="draw the classes present (colour, name) on the overlay "
+                                "video and window"),
     save_labels: Path | None = typer.Option(None, "--save-labels", help="folder of train-id PNGs named after the "
                                             "frames"),
     panoptic: bool = typer.Option(False, "--panoptic", help="also write Cityscapes-VPS pan_pred/ + pred.json into "
@@ -56,30 +70,38 @@ def main(
     realtime: bool = typer.Option(False, "--realtime/--no-realtime", help="pace files at their FPS and drop the "
                                   "frames the model misses (live sources always are)"),
     warmup: int = typer.Option(10, "--warmup", help="first N frames left out of latency and FPS"),
+    reconnects: int = typer.Option(5, "--reconnects", help="a live source that cannot connect or is lost is retried "
+                                   "this many times (back-off 0.5 s, 1 s, 2 s ... 10 s) before giving up"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also show OpenCV's and FFmpeg's own messages"),
 ) -> None:
     """Segment a video stream: per-stage latency, temporal smoothing, outputs, and metrics with ground truth."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    err = Console(stderr=True)
+    log_to_console(err, logging.INFO if verbose else logging.WARNING)
+    quiet_opencv(verbose)
     try:
         options = InferOptions(
             source=source, model=model, backend=backend, device=device, provider=provider, precision=precision,
-            input_size=parse_size(input_size) if input_size else None, smooth=smooth, alpha=alpha,
-            smooth_width=smooth_width, gt=gt,
-            split=split, save_video=save_video, save_labels=save_labels, panoptic=panoptic, save_jsonl=save_jsonl,
-            report=report, show=show, max_frames=max_frames, realtime=realtime, warmup=warmup,
-            live=Console(stderr=True).is_terminal)
-        result = run_inference(options)
+            input_size=parse_input_size(input_size), smooth=smooth, alpha=alpha, smooth_width=smooth_width, gt=gt,
+            split=split, save_video=save_video, legend=legend, save_labels=save_labels, panoptic=panoptic,
+            save_jsonl=save_jsonl, report=report, show=show, max_frames=max_frames, realtime=realtime,
+            warmup=warmup, max_reconnects=reconnects, live=err.is_terminal)
+        result = run_inference(options, console=err)
+    except OptionError as e:
+        raise _fail(str(e), EXIT_BAD_OPTION) from None
+    except MemoryError as e:
+        raise _fail(f"out of memory ({e or 'no detail'}); try a smaller --input-size", EXIT_FAILURE) from None
     except (ValueError, OSError, RuntimeError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise _fail(str(e), EXIT_FAILURE) from None
     except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise _fail("interrupted", EXIT_INTERRUPTED) from None
     Console().print(render_report(result))
-    if report is not None:
+    report_failed = any(e.startswith("--report ") for e in result.errors)
+    if report is not None and not report_failed:
         Console().print(f"wrote {report}")
-    if result.error:
-        typer.echo(f"error: {result.error}", err=True)
-        raise typer.Exit(1)
+    for error in result.errors:
+        typer.echo(f"error: {error}", err=True)
+    if result.errors:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ TensorRT itself has no way to ask and only logs why a load failed (docs/edge.md 
 * GPU: the same compute capability, unless built hardware-compatible.
 * CPU architecture: always the same (plans never move between x86_64 and aarch64).
 
-Pure: no tensorrt, no torch; ``export.tensorrt`` writes sidecars, ``vsda_deploy.backends`` reads them.
+``make_logger`` gives TensorRT an ``ILogger`` that keeps what it says, so a plan that fails to load or
+run is one error with TensorRT's own reason.
+
+No tensorrt or torch import here (the ``trt`` module is passed in); ``export.tensorrt`` writes
+sidecars, ``vsda_deploy.backends`` reads them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from vsda_deploy.model_meta import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelMe
 
 log = logging.getLogger(__name__)
 
+ERROR_SEVERITIES = ("INTERNAL_ERROR", "ERROR")
 SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
 SIDECAR_FORMAT = 1
 # Version-compatible plans cross a major version only where NVIDIA says so: TensorRT 10 -> 11.
@@ -196,3 +201,46 @@ def check_compatible(engine: str | Path, build: BuildInfo, here: Device) -> None
                           f"to their TensorRT version and GPU; rebuild it here: {rebuild_command(build, engine)}")
     if here.compute_capability is not None and not (build.tensorrt_version and build.compute_capability):
         log.warning("%s: sidecar does not say which TensorRT/GPU built the engine; trying anyway", engine)
+
+
+# --- what TensorRT says ----------------------------------------------------------------------------
+
+class LogCapture:
+    """Keeps TensorRT's log messages (severity name, text) so a failure can say what TensorRT said."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+
+    def record(self, severity: str, message: str) -> None:
+        self.messages.append((severity, message))
+        level = logging.ERROR if severity in ERROR_SEVERITIES else (
+            logging.WARNING if severity == "WARNING" else logging.DEBUG)
+        log.log(level, "TensorRT %s: %s", severity, message)
+
+    def errors(self) -> list[str]:
+        """Return the messages logged at ERROR or INTERNAL_ERROR."""
+        return [m for s, m in self.messages if s in ERROR_SEVERITIES]
+
+    def summary(self, default: str = "no error message from TensorRT") -> str:
+        """Return the errors (else the last warning) joined on one line."""
+        errors = self.errors() or [m for s, m in self.messages if s == "WARNING"][-1:]
+        return " | ".join(e.strip() for e in errors) or default
+
+
+def _severity_name(severity: Any) -> str:
+    name = getattr(severity, "name", None) or str(severity).rsplit(".", 1)[-1]
+    return str(name).upper()
+
+
+def make_logger(trt: Any) -> LogCapture:
+    """Return an ``ILogger`` subclass instance of the ``trt`` module that records every message (and logs it)."""
+
+    class CapturingLogger(trt.ILogger, LogCapture):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)  # the pybind base must be initialised explicitly
+            LogCapture.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            self.record(_severity_name(severity), msg)
+
+    return CapturingLogger()

@@ -4,19 +4,25 @@
 ``vsda_deploy.sources`` (or the videos of a dataset split: ``cityscapes-vps:ROOT``,
 ``cityscapes-seq:ROOT``), segments them one at a time and returns the report:
 
-* pre-process: resize to the model's input size (a static input, or ``input_size``; a
-  dynamic model runs at the frame's size), ``(x / 255 - mean) / std`` from the model metadata;
+* pre-process: resize to the scale the model was trained for (``ModelMeta.input_size``, a
+  checkpoint's ``eval_size``; ``input_size="native"``: each frame's own size; ``(H, W)``: that),
+  then the model's normalisation (``vsda_deploy.pipeline``);
 * inference: ``Segmenter.predict``;
 * smoothing: softmax, then ``StreamingSmoother`` on the model's output grid, downscaled to at
   most ``smooth_width`` px wide (reset at every new video and at gaps in the frame index;
   skipped entirely with ``smooth="none"``, so the class map is then exactly the model's);
 * post-process: scores bilinearly back to the frame's size, argmax, panoptic ids, sinks.
 
-Latency per stage is kept in bounded-memory histograms; ``total`` is the wall time of one frame
-from asking the source for it to its outputs written. The first ``warmup`` frames are left out
-of latencies and FPS (not of the metrics). With ground truth the frames stream through the
-same ``SplitScorer`` that ``vsda-train eval`` uses (scoring time counts in FPS, not in latency).
-SIGINT / SIGTERM stop the loop after the current frame; outputs are then finished normally.
+Latency per stage is kept in bounded-memory histograms. ``wait`` is the time spent waiting for the
+source with nothing to do (a live camera's next frame, the pacing of ``realtime``); ``total`` is the
+work of one frame, from reading it to its outputs written, without that wait. The first ``warmup``
+frames are left out of latencies and FPS (not of the metrics). With ground truth the frames stream
+through the same ``SplitScorer`` that ``vsda-train eval`` uses (scoring time counts in FPS, not in
+latency). SIGINT / SIGTERM stop the loop after the current frame; outputs are then finished normally.
+
+Every output path is checked before the first frame (``vsda_deploy.outputs``). An output that fails
+while streaming stops the run: the others are finished, the failed one keeps what is valid, and the
+report (when it can be written) lists what was lost under ``outputs`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import dataclasses
 import itertools
 import logging
 import math
-import re
 import signal
 import threading
 import time
@@ -38,41 +43,34 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
 from vsda_deploy import cityscapes_vps as vps
-from vsda_deploy.backends import ModelError, load_segmenter
+from vsda_deploy.backends import BACKENDS, ORT_PROVIDERS, ModelError, load_segmenter, parse_device
 from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec, parse_seq_name
 from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.latency import LatencyHistogram
+from vsda_deploy.live import live_line
 from vsda_deploy.metrics import VideoPanopticQuality
+from vsda_deploy.options import NATIVE, OptionError, check_hw
+from vsda_deploy.outputs import OutputError, check_distinct, check_file_output, write_json
+from vsda_deploy.overlay_video import OverlayVideoWriter
 from vsda_deploy.panoptic import PanopticTracker
 from vsda_deploy.pipeline import (  # the maths is re-exported: tests import it from here
     SMOOTH_WIDTH,
     FramePipeline,
     argmax_classes,  # noqa: F401
-    normalise,  # noqa: F401
     softmax,  # noqa: F401
 )
-from vsda_deploy.sinks import (
-    JsonLinesWriter,
-    LabelWriter,
-    OverlayVideoWriter,
-    PanopticWriter,
-    Sink,
-    WindowSink,
-    check_output_file,
-)
+from vsda_deploy.sinks import JsonLinesWriter, LabelWriter, PanopticWriter, Sink, WindowSink
 from vsda_deploy.smoothing import DEFAULT_ALPHA, MODES, StreamingSmoother
 from vsda_deploy.sources import DEFAULT_FPS, FrameSource, open_source
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "preprocess", "inference", "smoothing", "postprocess", "total")
+STAGES = ("wait", "read", "preprocess", "inference", "smoothing", "postprocess", "total")
 METRIC_KEYS = ("miou", "iou", "vpq", "vpq_things", "vpq_stuff", "vpq_k", "tc")
-LIVE_REFRESH_S = 0.25
+WAITING_S = 1.0  # the live line says how long no frame came once it is this long
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,14 @@ class InferOptions:
     device: str = "cpu"
     provider: str = "auto"  # ONNX Runtime execution provider: auto | cpu | cuda | tensorrt
     precision: str = "fp32"  # torch backend only: fp32 | fp16
-    input_size: tuple[int, int] | None = None  # (H, W)
+    input_size: tuple[int, int] | str | None = None  # (H, W), "native", or None: the model's trained scale
     smooth: str = "flow"
     alpha: float = DEFAULT_ALPHA
     smooth_width: int = SMOOTH_WIDTH  # smoothing grid at most this wide (px)
     gt: str | None = None
     split: str = "val"
     save_video: Path | None = None
+    legend: bool = False  # draw the classes present (colour, name) on the overlay video and window
     save_labels: Path | None = None
     panoptic: bool = False
     save_jsonl: Path | None = None
@@ -100,32 +99,34 @@ class InferOptions:
     max_frames: int | None = None
     realtime: bool = False
     warmup: int = 10
+    max_reconnects: int = 5  # a live source that cannot (re)connect gives up after this many more attempts
     live: bool = False  # a Rich status line on stderr (the CLI sets it when stderr is a terminal)
 
     def __post_init__(self) -> None:
-        if self.smooth not in MODES:
-            raise ValueError(f"--smooth {self.smooth!r}: choose from {', '.join(MODES)}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"--max-frames must be >= 1, got {self.max_frames}")
-        if not 0 <= self.alpha < 1:
-            raise ValueError(f"--alpha must be in [0, 1), got {self.alpha}")
-        if self.smooth_width < 16:
-            raise ValueError(f"--smooth-width must be >= 16, got {self.smooth_width}")
-        if self.warmup < 0:
-            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.input_size is not None and min(self.input_size) < 1:
-            raise ValueError(f"--input-size must be positive, got {self.input_size}")
-        if self.panoptic and self.save_labels is None:
-            raise ValueError("--panoptic writes pan_pred/ + pred.json into the --save-labels folder; "
-                             "give --save-labels DIR")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Return ``(H, W)`` of ``HxW`` (e.g. ``512x1024``)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if m is None or min(int(m[1]), int(m[2])) < 1:
-        raise ValueError(f"--input-size {text!r}: expected HxW, e.g. 512x1024")
-    return int(m[1]), int(m[2])
+        """Raise OptionError (the CLI's exit 2) for a bad or contradictory value; nothing is touched yet."""
+        checks = [
+            (self.smooth in MODES, f"--smooth {self.smooth!r}: choose from {', '.join(MODES)}"),
+            (self.max_frames is None or self.max_frames >= 1, f"--max-frames must be >= 1, got {self.max_frames}"),
+            (0 <= self.alpha < 1, f"--alpha must be in [0, 1), got {self.alpha}"),
+            (self.smooth_width >= 16, f"--smooth-width must be >= 16, got {self.smooth_width}"),
+            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
+            (self.max_reconnects >= 0, f"--reconnects must be >= 0, got {self.max_reconnects}"),
+            (self.backend in BACKENDS, f"--backend {self.backend!r}: choose from {', '.join(BACKENDS)}"),
+            (self.provider in ORT_PROVIDERS, f"--provider {self.provider!r}: choose from {', '.join(ORT_PROVIDERS)}"),
+            (self.precision in ("fp32", "fp16"), f"--precision {self.precision!r}: choose from fp32, fp16"),
+            (not self.panoptic or self.save_labels is not None, "--panoptic writes pan_pred/ + pred.json into the "
+                                                                "--save-labels folder; give --save-labels DIR"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OptionError(message)
+        parse_device(self.device)
+        if self.input_size is not None and self.input_size != NATIVE:
+            if isinstance(self.input_size, str):
+                raise OptionError(f"--input-size {self.input_size!r}: expected HxW or {NATIVE}")
+            check_hw(self.input_size)
+        check_distinct([("--report", self.report), ("--save-video", self.save_video),
+                        ("--save-jsonl", self.save_jsonl)])
 
 
 # --- the stream -----------------------------------------------------------------------------
@@ -145,35 +146,48 @@ class FrameOutput:
 
 @dataclass
 class InferResult:
-    """The report JSON, the scores (with ground truth), why the stream stopped, and a source error."""
+    """The report JSON, the scores (with ground truth), why the stream stopped, and what failed."""
 
     report: dict[str, Any]
     scores: EvalResult | None = None
     stopped_by: str | None = None
-    error: str | None = None
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """Return the first failure (a lost source, an output that could not be written), None if none."""
+        return self.errors[0] if self.errors else None
 
 
 class Stream:
     """One run of ``vsda-infer``: owns the source, model, smoother, sinks and statistics."""
 
     def __init__(self, options: InferOptions, on_frame: Callable[[FrameOutput], None] | None = None,
-                 source: FrameSource | None = None) -> None:
-        self.options, self.on_frame = options, on_frame
+                 source: FrameSource | None = None, console: Console | None = None) -> None:
+        self.options, self.on_frame, self.console = options, on_frame, console
         self.stop_reason: str | None = None
         self._stop = threading.Event()
+        if options.report is not None:  # checked now, not after the whole stream
+            check_file_output(Path(options.report), "--report")
         self.segmenter = load_segmenter(options.model, options.backend, options.device,
                                         provider=options.provider, precision=options.precision)
         self.source, self.gt, self._parse_name = self._open_source(source)
-        self._check_label_space()
-        smoother = StreamingSmoother(options.smooth, options.alpha)
-        self.pipeline = FramePipeline(self.segmenter, smoother, options.input_size, options.smooth_width)
+        try:
+            self._check_label_space()
+            smoother = StreamingSmoother(options.smooth, options.alpha)
+            self.pipeline = FramePipeline(self.segmenter, smoother, options.input_size, options.smooth_width)
+            self.sinks = self._open_sinks()
+        except BaseException:
+            self.source.close()
+            raise
         self.tracker = PanopticTracker(VIPER15.things) if options.panoptic else None
         self.scorer = SplitScorer() if self.gt is not None else None
-        self.sinks = self._open_sinks()
-        self.window = WindowSink(self.segmenter.meta.palette) if options.show else None
+        meta = self.segmenter.meta
+        self.window = WindowSink(meta.palette, classes=meta.classes, legend=options.legend) if options.show else None
         self.latency = {stage: LatencyHistogram() for stage in STAGES}
         self.warm_latency = {stage: LatencyHistogram() for stage in STAGES}  # used when the run is that short
         self.processed = 0
+        self.failed: dict[str, tuple[Sink, str, str]] = {}  # option -> (sink, error, what was kept)
         self._start_at = self._warm_at = self._last_at = math.nan
 
     def _open_source(self, source: FrameSource | None) -> tuple[FrameSource, GroundTruth | None,
@@ -183,37 +197,37 @@ class Stream:
         dataset = None if source is not None else parse_dataset_spec(o.source)
         if dataset is not None:
             if o.gt:
-                raise ValueError(f"--gt {o.gt}: SOURCE {o.source} already brings its ground truth; drop --gt")
+                raise OptionError(f"--gt {o.gt}: SOURCE {o.source} already brings its ground truth; drop --gt")
             source, gt = open_dataset(o.source, o.split, o.realtime)
             return source, gt, vps.parse_frame_name if dataset[0] == "cityscapes-vps" else parse_seq_name
         gt = load_ground_truth(o.gt, o.split) if o.gt else None
-        source = source or open_source(o.source, realtime=o.realtime)
+        source = source or open_source(o.source, realtime=o.realtime, max_reconnects=o.max_reconnects)
         return source, gt, gt.frame_name if gt else None
 
     def _check_label_space(self) -> None:
         meta = self.segmenter.meta
         if (self.gt is not None or self.options.panoptic) and meta.classes != VIPER15.classes:
-            self.source.close()
             raise ModelError(f"{self.segmenter.path}: its {meta.num_classes} classes ({meta.label_space}) are not "
                              "the VIPER15 space that ground-truth scoring and --panoptic use")
 
     def _open_sinks(self) -> dict[str, Sink]:
+        """Return the outputs, each path checked (a probe written and removed); nothing is left on failure."""
         o, meta = self.options, self.segmenter.meta
         sinks: dict[str, Sink] = {}
         try:
-            if o.report is not None:  # checked now, not after the whole stream
-                check_output_file(Path(o.report), "--report")
             if o.save_video is not None:
-                sinks["video"] = OverlayVideoWriter(o.save_video, self.source.fps or DEFAULT_FPS, meta.palette)
+                sinks["video"] = OverlayVideoWriter(o.save_video, meta.palette, meta.classes, o.legend)
             if o.save_labels is not None:
                 sinks["labels"] = LabelWriter(o.save_labels)
                 if o.panoptic:
                     sinks["panoptic"] = PanopticWriter(o.save_labels)
             if o.save_jsonl is not None:
                 sinks["jsonl"] = JsonLinesWriter(o.save_jsonl, meta.classes)
-        except (ValueError, OSError):
-            self.source.close()
+        except BaseException:
+            for sink in sinks.values():
+                sink.abort()
             raise
+        self.outputs = {sink.option: sink for sink in sinks.values()}
         return sinks
 
     def request_stop(self, reason: str) -> None:
@@ -233,11 +247,11 @@ class Stream:
         except ValueError:
             return None
 
-    def frames(self, live: Callable[[], None] = lambda: None) -> Iterator[FrameOutput]:
+    def frames(self) -> Iterator[FrameOutput]:
         """Yield every processed frame until the source ends, ``max_frames``, or a stop request."""
         prev: tuple[int, vps.VpsFrameName | None] | None = None
         source_frames = iter(self.source)
-        self._start_at = time.perf_counter()
+        self._start_at = self._last_at = time.perf_counter()
         if self.options.warmup == 0:
             self._warm_at = self._start_at
         while not self._stop.is_set() and self.processed < (self.options.max_frames or math.inf):
@@ -245,25 +259,33 @@ class Stream:
             frame = next(source_frames, None)
             if frame is None:
                 return
-            read_ms = 1e3 * (time.perf_counter() - t0)
+            elapsed_ms = 1e3 * (time.perf_counter() - t0)
+            wait_ms = min(elapsed_ms, 1e3 * self.source.waited_s)
+            t0 += wait_ms / 1e3  # total counts the work from here on
             name = self._frame_name(frame.name)
             gap = self._restart_if_new_video(prev, frame.index, name)
             prev = (frame.index, name)
             semantic, ms = self.pipeline.process(frame.image, gap)
             t_post = time.perf_counter()
             instance = self.tracker.update(semantic, frame.image) if self.tracker is not None else None
-            out = FrameOutput(frame.index, frame.name, name, frame.image, semantic, instance, {"read": read_ms, **ms})
-            self._write(out)
+            out = FrameOutput(frame.index, frame.name, name, frame.image, semantic, instance,
+                              {"wait": wait_ms, "read": elapsed_ms - wait_ms, **ms})
+            self._write(out, self._slot(frame.index, frame.timestamp))
             argmax_ms = ms["postprocess"]
             self._close_timing(out.latency_ms, t0, t_post, argmax_ms)
             if "jsonl" in self.sinks:  # its own write time is added to the stats, not to the line
                 self._write_jsonl(out, frame.timestamp)
                 self._close_timing(out.latency_ms, t0, t_post, argmax_ms)
             self._count(out.latency_ms, time.perf_counter())
-            live()
             if self.on_frame is not None:
                 self.on_frame(out)
             yield out
+
+    def _slot(self, index: int, timestamp: float) -> int:
+        """Return the frame's time slot in the overlay video: its index in a file, its capture time when live."""
+        if not self.source.live:
+            return index
+        return round(timestamp * (self.source.fps or DEFAULT_FPS))
 
     def _restart_if_new_video(self, prev: tuple[int, vps.VpsFrameName | None] | None, index: int,
                               name: vps.VpsFrameName | None) -> bool:
@@ -284,24 +306,36 @@ class Stream:
         ms["postprocess"] = argmax_ms + 1e3 * (now - t_post)
         ms["total"] = 1e3 * (now - t0)
 
-    def _write(self, out: FrameOutput) -> None:
+    def _write(self, out: FrameOutput, slot: int) -> None:
         sinks = self.sinks
         if "video" in sinks:
-            sinks["video"].write(out.image, out.semantic)
+            if sinks["video"].written == 0:
+                sinks["video"].fps = self.source.fps or DEFAULT_FPS
+            self._guarded(sinks["video"], lambda s: s.write(out.image, out.semantic, slot))
         if "labels" in sinks:
-            sinks["labels"].write(out.name, out.semantic)
+            self._guarded(sinks["labels"], lambda s: s.write(out.name, out.semantic))
         if "panoptic" in sinks:
-            sinks["panoptic"].write(out.name, out.semantic, out.instance)
+            self._guarded(sinks["panoptic"], lambda s: s.write(out.name, out.semantic, out.instance))
         if self.window is not None:
             self.window.write(out.image, out.semantic, f"{self.fps():.1f} FPS")
             if self.window.stop_requested:
                 self.request_stop("window closed (q / Esc)")
 
+    def _guarded(self, sink: Sink, write: Callable[[Any], None]) -> None:
+        """Run one sink's write; a failure keeps what the sink can, drops it and stops the stream."""
+        try:
+            write(sink)
+        except OutputError as e:
+            self.failed[sink.option] = (sink, str(e), sink.salvage())
+            self.sinks = {k: v for k, v in self.sinks.items() if v is not sink}
+            log.debug("%s", e)
+            self.request_stop(f"{sink.option} failed")
+
     def _write_jsonl(self, out: FrameOutput, timestamp: float) -> None:
         video = out.frame_name.video if out.frame_name else None
         record = {"index": out.index, "name": out.name, "video": video, "timestamp": round(timestamp, 6),
                   "latency_ms": {k: round(out.latency_ms[k], 3) for k in STAGES}}
-        self.sinks["jsonl"].write(record, out.semantic)
+        self._guarded(self.sinks["jsonl"], lambda s: s.write(record, out.semantic))
 
     def _count(self, ms: dict[str, float], now: float) -> None:
         self.processed += 1
@@ -325,10 +359,14 @@ class Stream:
         return frames / seconds if frames and seconds > 0 else 0.0
 
     def run(self) -> InferResult:
-        """Stream to the end (or a stop); return the report. Sinks are finished, or removed on early failure."""
+        """Stream to the end (or a stop); return the report, also written to ``--report``.
+
+        Sinks are finished, or removed when the run fails before its first frame. What failed on the way
+        (the source, an output, the report file itself) is in ``InferResult.errors``.
+        """
         try:
-            with self._live_line() as live:
-                self._consume(self.frames(live))
+            with self._live_line():
+                self._consume(self.frames())
         except BaseException:
             self._finish_sinks(failed=self.processed == 0)
             raise
@@ -338,9 +376,13 @@ class Stream:
         self._finish_sinks(failed=False)
         scores = self._scores()
         report = self.report(scores)
+        errors = list(report["errors"])
         if self.options.report is not None:
-            vps.dump_json(self.options.report, report)
-        return InferResult(report, scores, self.stop_reason, self.source.error)
+            try:
+                write_json(Path(self.options.report), report, "--report")
+            except OutputError as e:  # the summary is still returned (and printed by the CLI)
+                errors.append(str(e))
+        return InferResult(report, scores, self.stop_reason, errors)
 
     def _consume(self, outputs: Iterator[FrameOutput]) -> None:
         if self.scorer is None:
@@ -357,8 +399,11 @@ class Stream:
         for sink in [*self.sinks.values(), *([self.window] if self.window else [])]:
             try:
                 sink.abort() if failed else sink.close()
+            except OutputError as e:  # close() kept what it could and says what
+                self.failed[sink.option] = (sink, str(e), e.kept or "")
             except Exception as e:  # one broken sink must not keep the others from finishing
                 log.error("could not finish an output: %s", e)
+        self.sinks = {}
 
     def _scores(self) -> EvalResult | None:
         if self.scorer is None:
@@ -373,47 +418,65 @@ class Stream:
                                                                    "measured (no instance labels)"))
         return result
 
+    def _outputs(self) -> dict[str, dict[str, Any]]:
+        """Return the report's ``outputs``: per option, the path, what was written, and what a failure lost."""
+        entries = {}
+        for option, sink in self.outputs.items():
+            _, error, kept = self.failed.get(option, (None, None, None))
+            entries[option] = {"path": str(sink.path), "written": sink.written, "complete": error is None,
+                               "error": error, "kept": kept or None}
+        return entries
+
     def report(self, scores: EvalResult | None = None) -> dict[str, Any]:
-        """Return the report JSON (see the deploy issue for its schema)."""
+        """Return the report JSON (the schema is in docs/deploy.md)."""
         counters = self.source.counters()
         metrics = None
         if scores is not None:
             data = scores.to_json()
             metrics = {k: data[k] for k in METRIC_KEYS}
+        errors = [self.source.error] if self.source.error else []
+        errors += [f"{error}{'; ' + kept if kept else ''}" for _, error, kept in self.failed.values()]
         return {
             "frames": {"read": counters["read"], "processed": self.processed, "dropped": counters["dropped"],
                        "corrupt": counters["corrupt"]},
             "fps": round(self.fps(), 2),
             "latency_ms": {stage: h.summary() for stage, h in self._timed()[0].items()},
             **self.segmenter.describe(),
+            "input_size": self.pipeline.scale,
             "reconnects": counters["reconnects"],
             "metrics": metrics,
+            "outputs": self._outputs(),
+            "stopped_by": self.stop_reason,
+            "errors": errors,
         }
 
     @contextmanager
-    def _live_line(self) -> Iterator[Callable[[], None]]:
+    def _live_line(self) -> Iterator[None]:
         if not self.options.live:
-            yield lambda: None
+            yield
             return
-        last = [0.0]
-        with Live(Text(""), console=Console(stderr=True), refresh_per_second=4, transient=True) as live:
-            def update() -> None:
-                now = time.monotonic()
-                if now - last[0] >= LIVE_REFRESH_S:
-                    last[0] = now
-                    live.update(Text(self.status_line()))
-            yield update
+        with live_line(self.status_line, self.console or Console(stderr=True)):
+            yield
 
     def status_line(self) -> str:
-        """Return the one-line live status: frames, FPS, latency, drops (and mIoU with ground truth)."""
+        """Return the one-line live status: frames, FPS, latency, drops, the source's state (and mIoU)."""
         c = self.source.counters()
-        total = self._timed()[0]["total"]
+        timed = self._timed()[0]
+        total, wait = timed["total"], timed["wait"]
         p50 = f"{total.percentile(50):.1f} ms" if total.count else "warming up"
-        line = f"{self.processed} frames · {self.fps():.1f} FPS · total p50 {p50} · dropped {c['dropped']}"
+        line = f"{self.processed} frames · {self.fps():.1f} FPS · total p50 {p50}"
+        if wait.count and self.source.live:
+            line += f" · wait p50 {wait.percentile(50):.1f} ms"
+        line += f" · dropped {c['dropped']}"
         if c["corrupt"] or c["reconnects"]:
             line += f" · corrupt {c['corrupt']} · reconnects {c['reconnects']}"
         if self.scorer is not None and self.scorer.frames:
             line += f" · mIoU {self.scorer.cm.miou():.1f}"
+        idle = time.perf_counter() - self._last_at
+        if self.source.state:
+            line += f" · {self.source.state}"
+        elif idle >= WAITING_S and not self._stop.is_set():
+            line += f" · no frame for {idle:.0f} s"
         return line
 
 
@@ -438,14 +501,15 @@ def stop_on_signals(stream: Stream) -> Iterator[None]:
 
 
 def run_inference(options: InferOptions, on_frame: Callable[[FrameOutput], None] | None = None,
-                  source: FrameSource | None = None) -> InferResult:
+                  source: FrameSource | None = None, console: Console | None = None) -> InferResult:
     """Run ``vsda-infer`` as described in the module docstring; return its report and scores.
 
     ``on_frame`` sees every processed frame; ``source`` replaces ``options.source`` with an
-    open ``FrameSource`` (e.g. one with a custom capture). Faults before the first frame
-    (model, source, label space, outputs) raise with a message starting with the file or option
-    at fault, and nothing is written.
+    open ``FrameSource`` (e.g. one with a custom capture); ``console`` shows the live line (stderr by
+    default). Faults before the first frame (options, outputs, model, source, label space) raise with a
+    message starting with the option or file at fault, and nothing is written: ``OptionError`` for a
+    bad option, another ``ValueError`` or ``OSError`` for the rest.
     """
-    stream = Stream(options, on_frame, source)
+    stream = Stream(options, on_frame, source, console)
     with stop_on_signals(stream):
         return stream.run()

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vsda_deploy.preprocess import Normalization
+from vsda_deploy.preprocess import Normalization, preset
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -83,3 +83,26 @@ def read_onnx_meta(path: str) -> ModelMeta:
     except Exception as e:  # ORT raises its own exception types for unreadable files
         raise ValueError(f"{path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
     return ModelMeta.from_props(sess.get_modelmeta().custom_metadata_map, path)
+
+
+def checkpoint_normalization(ckpt: dict[str, Any]) -> Normalization:
+    """Return the input normalisation a training checkpoint was trained with (``config.model.preprocess``).
+
+    Checkpoints written before the field existed trained with ``imagenet``.
+    """
+    config = ckpt.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    name = model.get("preprocess") if isinstance(model, dict) else None
+    return preset(name or "imagenet")
+
+
+def checkpoint_eval_size(ckpt: dict[str, Any]) -> tuple[int, int] | None:
+    """Return the (H, W) a training checkpoint predicts target frames at (``eval_size``), None if not recorded."""
+    size = ckpt.get("eval_size")
+    if size is None:
+        return None
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"checkpoint eval_size {size!r}: expected [H, W]") from None
+    return h, w

@@ -1,17 +1,28 @@
-"""One frame through the model: normalise, predict, smooth, resize back and label (``FramePipeline``).
+"""One frame through the model: resize to the model's scale, normalise, predict, smooth, resize back, label.
 
-The maths (``normalise``, ``softmax``, ``argmax_classes``) works in place on buffers that the
-pipeline keeps from frame to frame.
+``model_input`` is vsda's one pre-processing (``vsda_deploy.preprocess.resize_frame``, the resize training
+uses too, then ``normalise``
+with the model's channel order, mean and std): ``vsda-infer``, the export parity check, INT8 calibration
+and the formats benchmark all feed models through it, and ``label_predictor`` is ``vsda-infer``'s
+frame -> class map path for code that scores a model. The maths (``softmax``, ``argmax_classes``)
+works in place on buffers that ``FramePipeline`` keeps from frame to frame.
+
+The scale a frame runs at (``FramePipeline(input_size=...)``): by default the model's trained scale
+(``Segmenter.default_size``: ``ModelMeta.input_size`` of an exported model, the ``eval_size`` of a
+checkpoint); ``"native"``: each frame at its own size; ``(H, W)``: that size.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
-from vsda_deploy.backends import Segmenter
+from vsda_deploy.backends import ModelError, Segmenter
+from vsda_deploy.options import NATIVE, OptionError, check_hw
+from vsda_deploy.preprocess import Normalization, normalise, resize_frame
 from vsda_deploy.smoothing import StreamingSmoother
 
 # Smoothing runs on class probabilities at most this wide, resized to the frame afterwards. The
@@ -20,18 +31,13 @@ from vsda_deploy.smoothing import StreamingSmoother
 SMOOTH_WIDTH = 256
 
 
-def normalise(image: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Return ``out`` (1, 3, H, W) float32 = ``(image / 255 - mean) / std`` per RGB channel.
+def model_input(frame_rgb: np.ndarray, size: tuple[int, int] | None, norm: Normalization,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Return the (1, 3, H, W) float32 model input of an RGB uint8 frame, resized to ``size`` first.
 
-    The operations and their order are those of ``vsda_train.transforms.normalize``, so the
-    runtime feeds a model bit-identical inputs to training-side evaluation.
+    ``size`` None keeps the frame's size; ``out`` (allocated when None) receives the result.
     """
-    for c in range(3):
-        plane = out[0, c]
-        np.divide(image[..., c], np.float32(255.0), out=plane, dtype=np.float32)
-        np.subtract(plane, mean[c], out=plane)
-        np.divide(plane, std[c], out=plane)
-    return out
+    return normalise(resize_frame(frame_rgb, size), norm, out)
 
 
 def softmax(logits: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
@@ -68,14 +74,37 @@ class FramePipeline:
     """Pre-processes, predicts, smooths and labels one frame at a time, reusing its buffers."""
 
     def __init__(self, segmenter: Segmenter, smoother: StreamingSmoother,
-                 input_size: tuple[int, int] | None = None, smooth_width: int = SMOOTH_WIDTH) -> None:
-        meta = segmenter.meta
+                 input_size: tuple[int, int] | str | None = None, smooth_width: int = SMOOTH_WIDTH) -> None:
         self.segmenter, self.smoother, self.smooth_width = segmenter, smoother, smooth_width
-        self.input_size = input_size or segmenter.fixed_size  # None: each frame's own size
-        self.mean = np.asarray(meta.mean, np.float32)
-        self.std = np.asarray(meta.std, np.float32)
+        self.input_size = self._resolve(segmenter, input_size)  # None: each frame's own size
+        self.norm = segmenter.meta.normalization
         self._buffers: dict[str, np.ndarray] = {}
         self._checked: tuple[int, int] | None = None
+
+    @staticmethod
+    def _resolve(segmenter: Segmenter, input_size: tuple[int, int] | str | None) -> tuple[int, int] | None:
+        """Return the (H, W) every frame runs at, or None for each frame's own size; OptionError if impossible."""
+        if input_size is None:
+            return segmenter.default_size
+        if input_size == NATIVE:
+            if segmenter.fixed_size is not None:
+                fh, fw = segmenter.fixed_size
+                raise OptionError(f"--input-size native: {segmenter.path} has a fixed {fh}x{fw} (HxW) input; "
+                                  "it runs at that size only (drop --input-size)")
+            return None
+        if isinstance(input_size, str):
+            raise OptionError(f"--input-size {input_size!r}: expected HxW or {NATIVE}")
+        size = check_hw(input_size)
+        try:
+            segmenter.check_size(*size)
+        except ModelError as e:
+            raise OptionError(str(e)) from None
+        return size
+
+    @property
+    def scale(self) -> str:
+        """Return the scale frames run at, for the report: ``HxW`` or ``native``."""
+        return NATIVE if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         buf = self._buffers.get(name)
@@ -84,14 +113,12 @@ class FramePipeline:
         return buf
 
     def preprocess(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """Return the normalised (1, 3, H, W) model input of an RGB frame."""
+        """Return the normalised (1, 3, H, W) model input of an RGB frame (a buffer reused by the next call)."""
         size = self.input_size or frame_rgb.shape[:2]
         if size != self._checked:
             self.segmenter.check_size(*size)
             self._checked = size
-        if size != frame_rgb.shape[:2]:
-            frame_rgb = cv2.resize(frame_rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        return normalise(frame_rgb, self.mean, self.std, self._buffer("input", (1, 3, *size)))
+        return model_input(frame_rgb, size, self.norm, self._buffer("input", (1, 3, *size)))
 
     def to_frame_size(self, scores: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
         """Return (C, H, W) ``scores`` bilinearly resized to the frame (as the models' own upsampling)."""
@@ -117,6 +144,14 @@ class FramePipeline:
 
     def process(self, frame_rgb: np.ndarray, gap: bool = False) -> tuple[np.ndarray, dict[str, float]]:
         """Return the (H, W) uint8 class map of a frame and the ms of each stage (read/total excluded)."""
+        try:
+            return self._process(frame_rgb, gap)
+        except MemoryError:
+            h, w = self.input_size or frame_rgb.shape[:2]
+            raise ModelError(f"{self.segmenter.path}: out of memory running at {h}x{w} (HxW) on a "
+                             f"{frame_rgb.shape[0]}x{frame_rgb.shape[1]} frame; pass a smaller --input-size") from None
+
+    def _process(self, frame_rgb: np.ndarray, gap: bool) -> tuple[np.ndarray, dict[str, float]]:
         t0 = time.perf_counter()
         batch = self.preprocess(frame_rgb)
         t1 = time.perf_counter()
@@ -131,3 +166,13 @@ class FramePipeline:
         t4 = time.perf_counter()
         ms = {"preprocess": t1 - t0, "inference": t2 - t1, "smoothing": t3 - t2, "postprocess": t4 - t3}
         return semantic, {k: 1e3 * v for k, v in ms.items()}
+
+    def labels(self, frame_rgb: np.ndarray) -> np.ndarray:
+        """Return the (H, W) uint8 class map of one frame."""
+        return self.process(frame_rgb)[0]
+
+
+def label_predictor(segmenter: Segmenter, input_size: tuple[int, int] | str | None = None
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """Return ``predict(rgb) -> (H, W) uint8 class map`` exactly as ``vsda-infer --smooth none`` labels frames."""
+    return FramePipeline(segmenter, StreamingSmoother("none"), input_size).labels

@@ -20,7 +20,7 @@ def render_report(result: InferResult) -> Group:
     r = result.report
     frames = r["frames"]
     table = Table(title="latency per frame", caption=f"{r['backend']} · {r['provider']} · {r['precision']} · "
-                                                     f"{r['device']}")
+                                                     f"{r['device']} · input {r['input_size']}")
     table.add_column("stage")
     for q in ("p50", "p95", "p99"):
         table.add_column(f"{q} ms", justify="right")
@@ -31,6 +31,9 @@ def render_report(result: InferResult) -> Group:
                         f"reconnects {r['reconnects']}"]
     if result.stopped_by:
         parts.append(f"stopped by {result.stopped_by}")
+    for option, entry in r.get("outputs", {}).items():
+        if not entry["complete"]:
+            parts.append(f"{option} {entry['path']}: incomplete ({entry.get('kept') or 'see the error'})")
     if result.scores is not None:
         parts.append(render_result(result.scores))
     return Group(*parts)

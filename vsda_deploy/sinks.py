@@ -1,11 +1,11 @@
-"""Where ``vsda-infer`` puts its predictions: overlay video, label PNGs, panoptic PNGs, JSON lines, a window.
+"""Where ``vsda-infer`` puts its predictions: label PNGs, panoptic PNGs, JSON lines, a window (and, in
+``vsda_deploy.overlay_video``, the overlay video).
 
-Every sink takes one frame at a time (``write``) and is finished with ``close()``; ``abort()``
-instead removes what it started, so a run that fails leaves nothing half-written:
+Every sink checks its path when it is made (before the first frame, ``vsda_deploy.outputs``), takes
+one frame at a time (``write``) and is finished with ``close()``. A write or close that fails raises
+``OutputError`` naming the option and the file; ``salvage()`` then keeps what is valid and says what,
+and ``abort()`` removes what was started, so no half-written or temporary file is left behind:
 
-* ``OverlayVideoWriter``: the frame blended with the class colours, written to a hidden
-  temporary file renamed into place on ``close()`` (the container is finalised first, so a
-  stopped run still leaves a playable video).
 * ``LabelWriter``: one single-channel PNG of train ids (255 void) per frame, named after the
   source frame (``{frame name}.png``), each written atomically.
 * ``PanopticWriter``: Cityscapes-VPS ``pan_pred/{image_id}.png`` + ``pred.json`` (19-trainId
@@ -29,10 +29,11 @@ import numpy as np
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.evaluation import PAN_PRED, PRED_JSON
 from vsda_deploy.labels import IGNORE_INDEX
+from vsda_deploy.legend import draw_legend
+from vsda_deploy.outputs import OutputError, check_dir_output, check_file_output, hidden_temp, reason, write_json
 
 log = logging.getLogger(__name__)
 
-VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
 OVERLAY_ALPHA = 0.5
 WINDOW_NAME = "vsda-infer"
 
@@ -53,122 +54,74 @@ def overlay(frame_rgb: np.ndarray, semantic: np.ndarray, lut: np.ndarray, alpha:
     return out
 
 
-def _partial(path: Path) -> Path:
-    """Return the hidden temporary name ``path`` is written under (same folder, same suffix)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
-def check_output_file(path: Path, option: str) -> Path:
-    """Return ``path`` once its folder exists (created) and it is not a folder; errors name the option."""
-    if path.is_dir():
-        raise ValueError(f"{path}: {option} needs a file name, this is a folder")
+def write_png_atomic(path: Path, image: np.ndarray, option: str) -> None:
+    """Write a PNG through a hidden temporary file; OutputError naming ``option`` (and no temp left) on failure."""
+    tmp = hidden_temp(path, "tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"{path}: {option}: cannot create its folder ({e.strerror})") from None
-    return path
-
-
-def check_output_dir(path: Path, option: str) -> Path:
-    """Return ``path`` once it is usable as an output folder (nothing is created yet)."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: {option} needs a folder, this is a file")
-    return path
-
-
-def _write_png_atomic(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), image):
-        raise OSError(f"{path}: cannot write PNG")
-    os.replace(tmp, path)
+        ok = cv2.imwrite(str(tmp), image)
+        if ok:
+            os.replace(tmp, path)
+    except (OSError, cv2.error) as e:
+        ok, error = False, e
+    else:
+        error = None
+    if not ok:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{option} {path}: cannot write the PNG ({reason(error, path.parent)})")
 
 
 class Sink:
     """One output of the stream; subclasses write frames, finish on ``close`` and undo on ``abort``."""
 
+    option = ""
+    path: Path
+    written = 0  # frames (or lines) written
+
     def close(self) -> None:
-        """Finish the output (it is complete and valid afterwards)."""
+        """Finish the output (it is complete and valid afterwards); OutputError if that fails."""
 
     def abort(self) -> None:
         """Remove what was started (a run that failed before producing anything)."""
         self.close()
 
-
-class OverlayVideoWriter(Sink):
-    """An overlay video (.mp4 mp4v, .avi/.mkv MJPG), opened at the first frame's size."""
-
-    def __init__(self, path: str | Path, fps: float, palette: tuple[tuple[int, int, int], ...],
-                 alpha: float = OVERLAY_ALPHA) -> None:
-        self.path = check_output_file(Path(path), "--save-video")
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_CODECS:
-            raise ValueError(f"{self.path}: --save-video: unsupported container {suffix or '(none)'}; "
-                             f"use {', '.join(VIDEO_CODECS)}")
-        self.fps = fps if 0 < fps < 1000 else 30.0
-        self.lut, self.alpha = palette_lut(palette), alpha
-        self.frames = 0
-        self._tmp = _partial(self.path)
-        self._writer: cv2.VideoWriter | None = None
-        self._size: tuple[int, int] | None = None
-
-    def _open(self, width: int, height: int) -> cv2.VideoWriter:
-        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
-        writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (width, height))
-        if not writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
-            raise OSError(f"{self.path}: OpenCV cannot write this video (no encoder for "
-                          f"{VIDEO_CODECS[self.path.suffix.lower()]}); try --save-video out.avi")
-        self._size = (width, height)
-        return writer
-
-    def write(self, frame_rgb: np.ndarray, semantic: np.ndarray) -> None:
-        """Append one overlay frame (frames of another size are resized to the first one's)."""
-        picture = overlay(frame_rgb, semantic, self.lut, self.alpha)
-        if self._writer is None:
-            self._writer = self._open(picture.shape[1], picture.shape[0])
-        if (picture.shape[1], picture.shape[0]) != self._size:
-            picture = cv2.resize(picture, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.release()  # writes the index: the file is playable from here on
-        self._writer = None
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        self._tmp.unlink(missing_ok=True)
+    def salvage(self) -> str:
+        """After a failed write: keep what is valid, remove the rest; return what was kept."""
+        self.abort()
+        return "nothing kept"
 
 
 class LabelWriter(Sink):
     """Train-id PNGs ``{dir}/{frame name}.png``; a second frame of the same name is an error."""
 
+    option = "--save-labels"
+
     def __init__(self, folder: str | Path) -> None:
-        self.folder = check_output_dir(Path(folder), "--save-labels")
-        self.written: list[Path] = []
+        self.path = self.folder = check_dir_output(Path(folder), self.option)
+        self.paths: list[Path] = []
         self._names: set[str] = set()
+
+    @property
+    def written(self) -> int:
+        return len(self.paths)
 
     def write(self, name: str, semantic: np.ndarray) -> Path:
         """Write one label map; return its path."""
         if name in self._names:
             raise ValueError(f"{self.folder / name}.png: two frames of the source are named {name!r}; "
                              "label PNGs are named after the frames, so their names must differ")
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{name}.png"
-        _write_png_atomic(path, np.ascontiguousarray(semantic, np.uint8))
+        write_png_atomic(path, np.ascontiguousarray(semantic, np.uint8), self.option)
         self._names.add(name)
-        self.written.append(path)
+        self.paths.append(path)
         return path
 
+    def salvage(self) -> str:
+        return f"kept the {len(self.paths)} PNGs written before"
+
     def abort(self) -> None:
-        for path in self.written:
+        for path in self.paths:
             path.unlink(missing_ok=True)
-        self.written.clear()
+        self.paths.clear()
 
 
 def image_id(frame_name: str) -> str:
@@ -182,31 +135,46 @@ def image_id(frame_name: str) -> str:
 class PanopticWriter(Sink):
     """``{dir}/pan_pred/{image_id}.png`` per frame and ``{dir}/pred.json`` on close (official format)."""
 
+    option = "--panoptic"
+
     def __init__(self, folder: str | Path) -> None:
-        self.folder = check_output_dir(Path(folder), "--save-labels")
+        self.path = self.folder = check_dir_output(Path(folder), "--save-labels")
         self.annotations: list[dict[str, Any]] = []
-        self.written: list[Path] = []
+        self.paths: list[Path] = []
+
+    @property
+    def written(self) -> int:
+        return len(self.paths)
 
     def write(self, name: str, semantic: np.ndarray, instance: np.ndarray) -> Path:
         """Write one panoptic frame (15-class semantic + persistent instance ids); return its PNG."""
         seg, info = vps.to_segments(semantic, instance)
         iid = image_id(name)
         path = self.folder / PAN_PRED / f"{iid}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_png_atomic(path, cv2.cvtColor(vps.id_to_rgb(seg), cv2.COLOR_RGB2BGR))
-        self.written.append(path)
+        if not self.paths:
+            check_dir_output(path.parent, self.option)
+        write_png_atomic(path, cv2.cvtColor(vps.id_to_rgb(seg), cv2.COLOR_RGB2BGR), self.option)
+        self.paths.append(path)
         self.annotations.append({"image_id": iid, "file_name": path.name, "segments_info": info})
         return path
 
     def close(self) -> None:
         if self.annotations:
-            vps.dump_json(self.folder / PRED_JSON, {"annotations": self.annotations,
-                                                      "categories": vps.categories()})
+            write_json(self.folder / PRED_JSON, {"annotations": self.annotations, "categories": vps.categories()},
+                       self.option)
+
+    def salvage(self) -> str:
+        try:
+            self.close()
+        except OutputError:
+            self.abort()
+            return "nothing kept (pred.json could not be written)"
+        return f"kept the {len(self.paths)} frames written before (pan_pred/ + pred.json)"
 
     def abort(self) -> None:
-        for path in self.written:
+        for path in self.paths:
             path.unlink(missing_ok=True)
-        self.written.clear()
+        self.paths.clear()
         self.annotations.clear()
 
 
@@ -217,30 +185,64 @@ class JsonLinesWriter(Sink):
     intervals; ``latency_ms`` holds the stage times of vsda-infer's report).
     """
 
+    option = "--save-jsonl"
+
     def __init__(self, path: str | Path, classes: tuple[str, ...]) -> None:
-        self.path = check_output_file(Path(path), "--save-jsonl")
+        self.path = check_file_output(Path(path), self.option)
         self.classes = classes
-        self._tmp = _partial(self.path)
+        self.written = 0
+        self._tmp = hidden_temp(self.path)
         self._file = None
+        self._good = 0  # bytes of complete lines on disk
 
     def write(self, record: dict[str, Any], semantic: np.ndarray) -> None:
         """Append ``record`` plus the fraction of pixels of each predicted class."""
-        if self._file is None:
-            self._file = open(self._tmp, "w", encoding="utf-8")  # open for the whole stream
         counts = np.bincount(semantic.ravel(), minlength=256)[: len(self.classes)]
         fractions = {self.classes[c]: round(int(counts[c]) / semantic.size, 5) for c in np.flatnonzero(counts)}
-        self._file.write(json.dumps({**record, "classes": fractions}) + "\n")
-        self._file.flush()
+        line = json.dumps({**record, "classes": fractions}) + "\n"
+        try:
+            if self._file is None:
+                self._file = open(self._tmp, "w", encoding="utf-8")  # open for the whole stream
+            self._file.write(line)
+            self._file.flush()
+        except OSError as e:
+            raise OutputError(f"{self.option} {self.path}: writing line {self.written + 1} failed "
+                              f"({reason(e, self.path.parent)})") from None
+        self._good = self._file.tell()
+        self.written += 1
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is None:
+            return
+        try:
             self._file.close()
             self._file = None
             os.replace(self._tmp, self.path)
+        except OSError as e:
+            raise OutputError(f"{self.option} {self.path}: cannot finish the file ({reason(e, self.path.parent)})",
+                              self.salvage()) from None
+
+    def salvage(self) -> str:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the unflushed tail is cut off below
+            self._file = None
+        try:
+            os.truncate(self._tmp, self._good)
+            os.replace(self._tmp, self.path)
+        except OSError:
+            self._tmp.unlink(missing_ok=True)
+            return "nothing kept"
+        return f"kept the {self.written} complete lines written before"
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
             self._file = None
         self._tmp.unlink(missing_ok=True)
 
@@ -255,8 +257,9 @@ def has_display() -> bool:
 class WindowSink(Sink):
     """Shows the overlay in an OpenCV window; ``stop_requested`` turns true on ``q`` or Esc."""
 
-    def __init__(self, palette: tuple[tuple[int, int, int], ...], alpha: float = OVERLAY_ALPHA) -> None:
-        self.lut, self.alpha = palette_lut(palette), alpha
+    def __init__(self, palette: tuple[tuple[int, int, int], ...], alpha: float = OVERLAY_ALPHA,
+                 classes: tuple[str, ...] = (), legend: bool = False) -> None:
+        self.lut, self.alpha, self.classes, self.legend = palette_lut(palette), alpha, classes, legend
         self.stop_requested = False
         self.enabled = has_display()
         if not self.enabled:
@@ -273,9 +276,13 @@ class WindowSink(Sink):
         """Show one overlay frame with ``text`` (e.g. FPS) in its corner."""
         if not self.enabled:
             return
-        picture = cv2.cvtColor(overlay(frame_rgb, semantic, self.lut, self.alpha), cv2.COLOR_RGB2BGR)
+        picture = overlay(frame_rgb, semantic, self.lut, self.alpha)
+        if self.legend:
+            draw_legend(picture, semantic, self.classes, self.lut)
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
         if text:
-            cv2.putText(picture, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            y = picture.shape[0] - 8 if self.legend else 20  # the legend holds the top left
+            cv2.putText(picture, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
         cv2.imshow(WINDOW_NAME, picture)
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.stop_requested = True

@@ -7,17 +7,21 @@ image, name)`` with RGB uint8 images, counters and ``close()`` (also a context m
 
 * Files and folders are read losslessly in order; with ``realtime=True`` they are paced at their
   FPS and the frames a slow consumer misses are dropped.
-* Live sources capture in a daemon thread into a one-slot buffer that always holds the newest
-  frame: a slow consumer drops frames instead of falling behind, so latency stays bounded.
-* A live source that stops delivering is reopened with exponential back-off; after
-  ``max_reconnects`` failed attempts the iterator ends and ``source.error`` says why.
+* Live sources connect and capture in a daemon thread into a one-slot buffer that always holds the
+  newest frame: a slow consumer drops frames instead of falling behind, so latency stays bounded.
+* A live source that cannot connect (a camera or server that comes up after ``vsda-infer``) or stops
+  delivering is (re)opened with exponential back-off; after ``max_reconnects`` failed attempts the
+  iterator ends and ``source.error`` says why. ``source.state`` says what it is doing meanwhile
+  (``connecting (2/5)``, ``reconnecting (3/5)``), for a live status line.
 
 Counters: ``read`` good frames the source produced (delivered or dropped); ``dropped`` of those,
 never delivered because the consumer was behind; ``corrupt`` unreadable frames skipped;
 ``reconnects`` attempts to reopen a live source. ``Frame.index`` numbers every frame slot of the
 source (read, corrupt or lost in an outage), so a jump in ``index`` tells the consumer that frames
 were skipped (temporal state should be reset there). ``Frame.timestamp`` is ``time.monotonic()``
-when the frame was captured, so ``time.monotonic() - frame.timestamp`` is its age.
+when the frame was captured, so ``time.monotonic() - frame.timestamp`` is its age. After each frame,
+``source.waited_s`` is how long the consumer waited for it without work being done: a live source's
+next frame arriving, or the pacing of a file under ``realtime``.
 """
 
 from __future__ import annotations
@@ -82,6 +86,21 @@ def open_capture(target: str | int, api: int) -> cv2.VideoCapture:
                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
         return cv2.VideoCapture(target, api, timeouts)
     return cv2.VideoCapture(target, api)
+
+
+def quiet_opencv(verbose: bool = False) -> None:
+    """Silence OpenCV's and FFmpeg's own console messages (probing backends, decoder noise) unless ``verbose``.
+
+    What a source does wrong is reported by vsda in one line; their messages are for debugging. FFmpeg's
+    level is read when OpenCV first starts it, so call this before opening anything.
+    """
+    if not verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    level = 4 if verbose else 0  # cv::utils::logging: LOG_LEVEL_INFO, LOG_LEVEL_SILENT
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)  # OpenCV 5; 4.x has cv2.setLogLevel
+    set_level = logging_api.setLogLevel if logging_api is not None else getattr(cv2, "setLogLevel", None)
+    if set_level is not None:
+        set_level(level)
 
 
 @functools.cache
@@ -150,6 +169,8 @@ class FrameSource:
         self.fps = fps
         self.read = self.dropped = self.corrupt = self.reconnects = 0
         self.error: str | None = None  # why the stream ended early, when it did
+        self.waited_s = 0.0  # idle time before the last frame (module docstring)
+        self.state: str | None = None  # what a live source is doing when it delivers nothing (None: streaming)
 
     def __iter__(self) -> FrameSource:
         return self
@@ -174,7 +195,6 @@ class FrameSource:
     def _ended(self) -> None:
         if self.read == 0 and self.corrupt > 0 and self.error is None:
             self.error = f"{self.spec}: none of its {self.corrupt} frames could be read"
-            log.error(self.error)
 
 
 class _Pacer:
@@ -184,15 +204,17 @@ class _Pacer:
         self.period = 1.0 / fps
         self.start: float | None = None
 
-    def overdue(self, index: int) -> int:
-        """Return how many frames from ``index`` on are already past; else sleep until it is due."""
+    def overdue(self, index: int) -> tuple[int, float]:
+        """Return how many frames from ``index`` on are already past, and the seconds slept until it was due."""
         now = time.monotonic()
         if self.start is None:
             self.start = now - index * self.period
         late = int((now - self.start) / self.period) - index
+        slept = 0.0
         if late <= 0:
-            time.sleep(max(0.0, self.start + index * self.period - now))
-        return max(late, 0)
+            slept = max(0.0, self.start + index * self.period - now)
+            time.sleep(slept)
+        return max(late, 0), slept
 
 
 class ImageSequenceSource(FrameSource):
@@ -205,9 +227,12 @@ class ImageSequenceSource(FrameSource):
         self._pacer = _Pacer(self.fps) if realtime else None
 
     def __next__(self) -> Frame:
+        self.waited_s = 0.0
         while self._next < len(self.paths):
             if self._pacer is not None:  # skip what the consumer missed, but always show the last frame
-                skip = min(self._pacer.overdue(self._next), len(self.paths) - 1 - self._next)
+                late, slept = self._pacer.overdue(self._next)
+                self.waited_s += slept
+                skip = min(late, len(self.paths) - 1 - self._next)
                 self._next += skip
                 self.read += skip
                 self.dropped += skip
@@ -248,11 +273,12 @@ class VideoFileSource(FrameSource):
         self._pacer = _Pacer(self.fps) if realtime else None
 
     def __next__(self) -> Frame:
+        self.waited_s = 0.0
         if self._cap is None:
             raise StopIteration
         if self._pacer is not None:  # skip what the consumer missed, but always show the last frame
             last = self.frame_count - 1 if self.frame_count else None
-            skip = self._pacer.overdue(self._next)
+            skip, self.waited_s = self._pacer.overdue(self._next)
             self._skip(skip if last is None else min(skip, last - self._next))
         failed = bad = 0
         while bad < MAX_BAD_RUN:
@@ -296,7 +322,10 @@ class VideoFileSource(FrameSource):
 
 
 class LiveSource(FrameSource):
-    """A camera or stream captured in a daemon thread into a one-slot "latest frame" buffer."""
+    """A camera or stream connected and captured in a daemon thread into a one-slot "latest frame" buffer.
+
+    ``fps`` is None until the first connection (then the capture's own figure, when it reports one).
+    """
 
     live = True
 
@@ -305,24 +334,23 @@ class LiveSource(FrameSource):
         super().__init__(spec)
         self.max_reconnects = max_reconnects
         self.backoff_s = backoff_s
+        self.state = "connecting"
         self._target, self._api, self._factory, self._label = target, api, factory, label
-        cap = self._open()
-        if cap is None:
-            raise SourceError(f"{self.spec}: {open_error}")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 0 < fps < 1000 else None
+        self._open_error = open_error
+        self._connected = False
         self._slot: Frame | None = None
         self._done = False
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._capture, args=(cap,), daemon=True,
-                                        name=f"vsda-capture-{label}")
+        self._thread = threading.Thread(target=self._capture, daemon=True, name=f"vsda-capture-{label}")
         self._thread.start()
 
     def __next__(self) -> Frame:
+        start = time.monotonic()
         with self._cond:
             while self._slot is None and not self._done:
                 self._cond.wait(timeout=0.5)
+            self.waited_s = time.monotonic() - start  # the capture thread decodes: all of this is waiting
             if self._slot is None:
                 raise StopIteration
             frame, self._slot = self._slot, None
@@ -341,7 +369,7 @@ class LiveSource(FrameSource):
         try:
             cap = self._factory(self._target, self._api)
         except cv2.error as exc:
-            log.warning("%s: open failed: %s", self.spec, exc)
+            log.debug("%s: open failed: %s", self.spec, exc)
             return None
         if not cap.isOpened():
             cap.release()
@@ -349,6 +377,9 @@ class LiveSource(FrameSource):
         set_prop = getattr(cap, "set", None)
         if set_prop is not None:  # fewer frames queued in the driver = lower latency (where supported)
             set_prop(cv2.CAP_PROP_BUFFERSIZE, 1)
+        if not self._connected:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if 0 < fps < 1000 else None
         return cap
 
     def _publish(self, frame: Frame) -> None:
@@ -361,56 +392,69 @@ class LiveSource(FrameSource):
             self.read += 1
             self._cond.notify()
 
-    def _capture(self, cap: Capture | None) -> None:
+    def _capture(self) -> None:
         try:
-            self._capture_loop(cap)
+            self._capture_loop()
         except Exception as exc:  # the stream must end with a reason, not hang the consumer
             self.error = f"{self.spec}: capture failed: {exc!r}"
-            log.error(self.error)
         finally:
+            self.state = None
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
 
-    def _capture_loop(self, cap: Capture | None) -> None:
+    def _capture_loop(self) -> None:
+        cap = self._open()
         index = attempt = bad = 0
         while not self._stop.is_set():
-            ok, bgr = cap.read() if cap is not None else (False, None)
+            if cap is None:
+                attempt += 1
+                cap = self._reopen(attempt)
+                if cap is None and (self._stop.is_set() or self.error):
+                    return
+                continue
+            ok, bgr = cap.read()
             stamp = time.monotonic()
             image = _to_rgb(bgr) if ok else None
             if image is not None:
+                self._connected, self.state = True, None
                 attempt = bad = 0
                 self._publish(Frame(index, stamp, image, f"{self._label}_{index:06d}"))
                 index += 1
                 continue
-            if cap is not None:
-                index += 1  # the frame slot is lost either way
+            index += 1  # the frame slot is lost either way
             if ok:
                 self.corrupt += 1
                 bad += 1
                 if bad < MAX_BAD_RUN:
                     continue
-            cap = self._reconnect(cap, attempt := attempt + 1)
-            bad = 0
-            if cap is None and (self._stop.is_set() or self.error):
-                return
+            cap.release()
+            cap, bad = None, 0
         if cap is not None:
             cap.release()
 
-    def _reconnect(self, cap: Capture | None, attempt: int) -> Capture | None:
-        """Return a reopened capture (None if this attempt failed) after the back-off delay."""
-        if cap is not None:
-            cap.release()
+    def _reopen(self, attempt: int) -> Capture | None:
+        """Return a (re)opened capture (None if this attempt failed) after the back-off delay."""
         if attempt > self.max_reconnects:
-            self.error = (f"{self.spec}: stream lost; {self.max_reconnects} reconnect attempts failed"
-                          if self.max_reconnects else f"{self.spec}: stream lost (reconnects disabled)")
-            log.error(self.error)
+            self.error = self._give_up()
             return None
+        self.state = f"{'reconnecting' if self._connected else 'connecting'} ({attempt}/{self.max_reconnects})"
         if self._stop.wait(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)):
             return None
         self.reconnects += 1
-        log.warning("%s: stream stopped, reconnect attempt %d of %d", self.spec, attempt, self.max_reconnects)
+        if self._connected:
+            log.warning("%s: stream stopped, reconnect attempt %d of %d", self.spec, attempt, self.max_reconnects)
+        else:
+            log.info("%s: not up yet, connection attempt %d of %d", self.spec, attempt + 1, self.max_reconnects + 1)
         return self._open()
+
+    def _give_up(self) -> str:
+        """Return why the source ended: lost after streaming, or never connected."""
+        if self._connected:
+            return (f"{self.spec}: stream lost; {self.max_reconnects} reconnect attempts failed"
+                    if self.max_reconnects else f"{self.spec}: stream lost (reconnects disabled)")
+        tries = self.max_reconnects + 1
+        return f"{self.spec}: {self._open_error}; {tries} connection attempt{'s' if tries > 1 else ''} failed"
 
 
 def _list_images(kind: str, target: str, spec: str) -> list[Path]:

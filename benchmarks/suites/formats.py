@@ -4,13 +4,16 @@ Each row (``formats_rows``) is exported with the project's own exporters (a dyna
 file serves every size; INT8 calibrated on ``--calib-frames`` train frames of ``--data``), loaded
 with the deployment runtime's backends, and measured three ways:
 
-* accuracy: mIoU and VPQ on the val split (every ``img_all`` frame at its own size, as
-  ``evaluate_predictor`` scores a stream), and the export tolerances of ``export.parity``
+* accuracy: mIoU and VPQ on the val split (every ``img_all`` frame labelled by
+  ``vsda_deploy.pipeline.label_predictor``, as ``vsda-infer --smooth none`` labels it: at the model's
+  trained scale, the checkpoint's ``eval_size`` or else the frames' own size), and the export
+  tolerances of ``export.parity``
   (max |Δlogits|, argmax agreement on parity frames, mIoU change) against the FP32 reference:
   the checkpoint in PyTorch on the CPU, or, for an ONNX ``--model``, that file on ONNX Runtime's CPU
   provider. Within tolerance ✅, outside ❎ with the numbers;
-* latency: batch 1, a real val frame resized to each ``--sizes`` and normalised as the model's
-  metadata says, ``predict`` including its host/device copies, timed in two interleaved passes
+* latency: batch 1, a real val frame made into an input of each ``--sizes`` by
+  ``vsda_deploy.pipeline.model_input`` (the model's normalisation), ``predict`` of the row's
+  ``vsda_deploy.backends`` segmenter including its host/device copies, timed in two interleaved passes
   (every row once, then every row again, half the runs each); a row whose passes disagree beyond
   their spread gets a note, because then the machine, not the format, moved the number;
 * anything that raises inside a row makes that row ❌ with the first line of the error.
@@ -59,8 +62,11 @@ def columns(sizes: tuple[tuple[int, int], ...]) -> list[Column]:
 
 # --- the model and its reference ---------------------------------------------------------------
 
-def load_source(path: Path, input_size: tuple[int, int]) -> tuple[Any, Any]:
-    """Return ``(ModelMeta, eval torch model or None)`` of a checkpoint or ONNX ``--model``; SystemExit if unusable."""
+def load_source(path: Path, frame_size: tuple[int, int]) -> tuple[Any, Any]:
+    """Return ``(ModelMeta, eval torch model or None)`` of a checkpoint or ONNX ``--model``; SystemExit if unusable.
+
+    A checkpoint's trained scale is its ``eval_size``, else ``frame_size`` (the val frames' own size).
+    """
     if not path.is_file():
         raise SystemExit(f"error: --model {path}: not found (run `make demo`, or give a checkpoint or ONNX file)")
     try:
@@ -71,9 +77,10 @@ def load_source(path: Path, input_size: tuple[int, int]) -> tuple[Any, Any]:
 
             return read_meta(onnx.load(str(path), load_external_data=False), str(path)), None
         from export.onnx_export import load_for_export, model_meta
+        from vsda_deploy.model_meta import checkpoint_eval_size
 
         model, ckpt = load_for_export(path)
-        return model_meta(model, ckpt, path, input_size, dynamic=True), model
+        return model_meta(model, ckpt, path, checkpoint_eval_size(ckpt) or frame_size, dynamic=True), model
     except (ValueError, OSError) as e:  # ExportError / CheckpointError / missing metadata name the file
         raise SystemExit(f"error: --model {e}") from None
 
@@ -91,30 +98,39 @@ class Reference:
     frame: np.ndarray  # the first val frame (RGB), timed at every size
 
 
-def make_reference(model_path: Path, meta: Any, model: Any, data: str, root: Path, threads: int) -> Reference:
-    """Return the reference: PyTorch FP32 on the CPU, or the FP32 ONNX on ORT CPU when there is no checkpoint."""
-    from export.parity import label_predictor, onnx_logits, torch_logits
-    from export.precision import normalise, open_frames, spread
-    from vsda_deploy.evaluation import evaluate_predictor
+def val_frames(data: str) -> list[np.ndarray]:
+    """Return the parity frames: ``PARITY_FRAMES`` val frames spread over the split (RGB)."""
+    from export.precision import open_frames, spread
 
-    logits = onnx_logits(model_path, threads) if model is None else torch_logits(model)
     frames = open_frames(data, split="val")
-    rgbs = list(frames.read(spread(len(frames), PARITY_FRAMES)))
+    return list(frames.read(spread(len(frames), PARITY_FRAMES)))
+
+
+def make_reference(model_path: Path, meta: Any, model: Any, rgbs: list[np.ndarray], root: Path,
+                   threads: int) -> Reference:
+    """Return the reference: PyTorch FP32 on the CPU, or the FP32 ONNX on ORT CPU when there is no checkpoint."""
+    from export.parity import reference_segmenter
+    from vsda_deploy.backends import OrtSegmenter
+    from vsda_deploy.evaluation import evaluate_predictor
+    from vsda_deploy.pipeline import label_predictor, model_input
+
+    segmenter = OrtSegmenter(model_path, "cpu", "cpu", threads) if model is None else reference_segmenter(model, meta)
     size = None if meta.dynamic else tuple(meta.input_size)
-    inputs = [normalise(rgb, size, meta.mean, meta.std) for rgb in rgbs]
-    scores = evaluate_predictor(label_predictor(logits, meta), root, "val")
+    inputs = [model_input(rgb, size, meta.normalization) for rgb in rgbs]
+    scores = evaluate_predictor(label_predictor(segmenter), root, "val")
     name = "the FP32 ONNX on ORT CPU" if model is None else "PyTorch FP32 on the CPU"
-    return Reference(name, logits, inputs, [logits(x) for x in inputs], rgbs[0].shape[:2], scores, rgbs[0])
+    return Reference(name, segmenter.predict, inputs, [segmenter.predict(x) for x in inputs], rgbs[0].shape[:2],
+                     scores, rgbs[0])
 
 
 def accuracy(fmt: Format, segmenter: Any, ref: Reference, root: Path) -> tuple[dict[str, float], list[str]]:
     """Return the row's accuracy values (mIoU, VPQ, agreement, max |Δ|) and its tolerance failures."""
-    from export.parity import TOLERANCES, ParityRow, check_row, compare_logits, label_predictor
+    from export.parity import TOLERANCES, ParityRow, check_row, compare_logits
     from vsda_deploy.evaluation import evaluate_predictor
+    from vsda_deploy.pipeline import label_predictor
 
     max_abs, agreement = compare_logits(ref.logits, segmenter.predict, ref.inputs, ref.expected)
-    scores = ref.scores if fmt.twin else evaluate_predictor(label_predictor(segmenter.predict, segmenter.meta),
-                                                            root, "val")
+    scores = ref.scores if fmt.twin else evaluate_predictor(label_predictor(segmenter), root, "val")
     check = ParityRow("", fmt.precision, ref.size, len(ref.inputs), max_abs, agreement, scores.miou,
                       ref.scores.miou)
     # check_row prefixes "<file> at HxW: "; the row already says which file
@@ -222,8 +238,9 @@ def run(opts: SuiteOptions, calib_frames: int = 64, compile_: bool | None = None
         work = Path(folder) if folder else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vsda-fmt-")))
         work.mkdir(parents=True, exist_ok=True)
         model_path = Path(opts.model)
-        meta, model = load_source(model_path, opts.sizes[0])
-        ref = make_reference(model_path, meta, model, opts.data, root, threads)
+        rgbs = val_frames(opts.data)
+        meta, model = load_source(model_path, rgbs[0].shape[:2])
+        ref = make_reference(model_path, meta, model, rgbs, root, threads)
         gpu = opts.device if opts.device.startswith("cuda") else "cuda:0"
         plan = Plan(model_path, work, opts.data, calib_frames, opts.device, gpu, threads, compile_,
                     _engine_sizes([*opts.sizes, ref.size, tuple(meta.input_size)]))
@@ -233,22 +250,23 @@ def run(opts: SuiteOptions, calib_frames: int = 64, compile_: bool | None = None
             result.rows.append(row)
             if ld is not None:
                 loaded[i] = ld
-        from export.precision import normalise
+        from vsda_deploy.pipeline import model_input
 
-        inputs = {size: normalise(ref.frame, size, meta.mean, meta.std) for size in opts.sizes}
+        inputs = {size: model_input(ref.frame, size, meta.normalization) for size in opts.sizes}
         try:
             time_rows(result, loaded, inputs, opts.runs, opts.warmup)
         finally:
             for ld in loaded.values():
                 ld.segmenter.close()
-    result.notes[:0] = _method_notes(ref, len(ref.inputs))
+    result.notes[:0] = _method_notes(ref, len(ref.inputs), tuple(meta.input_size))
     return result
 
 
-def _method_notes(ref: Reference, frames: int) -> list[str]:
+def _method_notes(ref: Reference, frames: int, scale: tuple[int, int]) -> list[str]:
     h, w = ref.size
     return [f"accuracy vs {ref.name}: export.parity tolerances on {frames} val frames at {h}x{w} "
-            "(max |Δlogits|, argmax agreement) and the mIoU change; mIoU / VPQ on every val frame at its own size",
+            "(max |Δlogits|, argmax agreement) and the mIoU change; mIoU / VPQ on every val frame labelled as "
+            f"vsda-infer labels it (at the model's scale, {scale[0]}x{scale[1]})",
             "Size MB: the file each runtime loads; PyTorch rows: the weights in memory (FP32 or FP16)"]
 
 

@@ -112,12 +112,12 @@ class Exports:
         return build_engine(self.path(kind.removeprefix("engine-")), out, min_size=lo, max_size=hi)
 
     def _calibration(self) -> Any:
-        """Return the INT8 calibration reader: ``calib_frames`` train frames at their own size."""
+        """Return the INT8 calibration reader: ``calib_frames`` train frames at the model's scale."""
         from export.precision import FrameCalibrationReader, open_frames
 
         frames = open_frames(self.plan.data, split="train")
-        size = next(frames.read([0])).shape[:2]  # the size the accuracy is measured at
-        return FrameCalibrationReader(frames, self.plan.calib_frames, size, self.meta.mean, self.meta.std)
+        return FrameCalibrationReader(frames, self.plan.calib_frames, tuple(self.meta.input_size),
+                                      self.meta.normalization)
 
 
 # --- loaders -----------------------------------------------------------------------------------

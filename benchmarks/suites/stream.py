@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.suite import Column, Row, SuiteOptions, SuiteResult, dataset_root, failed_row, new_result
 from vsda_deploy.infer import STAGES, InferOptions, run_inference
+from vsda_deploy.options import NATIVE
 
 MODES = ("none", "ema", "flow")
 FLOW_SHARE_TARGET = 0.25  # flow smoothing may cost at most this share of the frame time at TARGET_SIZE
@@ -65,7 +66,7 @@ def run(opts: SuiteOptions) -> SuiteResult:
     result = new_result("stream", COLUMNS, opts.settings())
     result.extra["name_header"] = "smoothing · backend"
     source = f"cityscapes-vps:{root}"
-    common = {"input_size": size, "warmup": opts.warmup, "gt": None}
+    common = {"input_size": size or NATIVE, "warmup": opts.warmup, "gt": None}
     with tempfile.TemporaryDirectory(prefix="vsda-stream-") as tmp:
         onnx = _onnx_model(model, size or _frame_size(root), Path(tmp))
         for mode in MODES:

@@ -6,9 +6,11 @@ checkpoint and as an ONNX file with its ModelMeta, like ``vsda-export`` will.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from vsda_deploy.backends import (
 )
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import ModelMeta
+from vsda_deploy.options import OptionError
 from vsda_train.checkpoint import save_checkpoint
 from vsda_train.models import create_model
 
@@ -178,7 +181,7 @@ def test_backend_from_suffix_and_mismatch() -> None:
     assert backend_for(Path("m.bin"), "ort") == "ort"
     with pytest.raises(ModelError, match=r"^m\.bin: cannot tell the backend"):
         backend_for(Path("m.bin"))
-    with pytest.raises(ModelError, match=r"^m\.onnx: a \.onnx file does not run on --backend trt"):
+    with pytest.raises(OptionError, match=r"^--backend trt: m\.onnx is a \.onnx file, which runs on --backend ort"):
         backend_for(Path("m.onnx"), "trt")
     with pytest.raises(ValueError, match="--backend 'tflite'"):
         backend_for(Path("m.onnx"), "tflite")
@@ -233,11 +236,65 @@ def test_engine_faults_before_any_gpu_work(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ModelError, match=r"model\.engine: no sidecar model\.engine\.json"):
         TrtSegmenter(no_sidecar)
     engine = write_engine(tmp_path, {"meta": META.to_json(), "build": BUILD})
-    with pytest.raises(ModelError, match="runs on a GPU; pass --device cuda"):
+    with pytest.raises(OptionError, match=r"^--device cpu: .*model\.engine is a TensorRT engine, which runs on a GPU"):
         TrtSegmenter(engine, device="cpu")
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
     with pytest.raises(ModelError, match=r"needs the Python package 'tensorrt' .* pip install 'vsda\[trt\]'"):
         load_segmenter(engine, device="cuda:0")
+
+
+def fake_tensorrt_that_cannot_load(version: str) -> types.SimpleNamespace:
+    """Return a ``tensorrt`` stand-in whose runtime logs TensorRT's version-mismatch error and returns None."""
+
+    class ILogger:
+        class Severity(enum.Enum):
+            ERROR = 1
+            WARNING = 2
+
+        def __init__(self) -> None:
+            pass
+
+    class Runtime:
+        def __init__(self, logger: ILogger) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data: bytes) -> None:
+            self.logger.log(ILogger.Severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
+                                                    "(Version tag does not match)")
+            return None
+
+    return types.SimpleNamespace(__version__=version, ILogger=ILogger, Runtime=Runtime)
+
+
+def test_engine_that_tensorrt_cannot_load_says_why_and_how_to_rebuild(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = write_engine(tmp_path, {"meta": META.to_json(), "build": {**BUILD, "onnx": "m_int8.onnx"}})
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt_that_cannot_load("10.3.0"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (8, 7))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "Orin")
+    with pytest.raises(ModelError) as err:
+        load_segmenter(engine, device="cuda:0")
+    assert str(err.value) == (f"{engine}: TensorRT 10.3.0 could not load the engine (IRuntime::deserializeCudaEngine: "
+                              "Error Code 1: Serialization (Version tag does not match)); rebuild it: vsda-export "
+                              f"m_int8.onnx --engine -o {engine} --workspace 4")
+
+
+def test_torch_checkpoint_brings_its_trained_scale_and_normalisation(models: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    old = load_segmenter(models[1])  # written before eval_size and config.model.preprocess existed
+    assert old.default_size is None and old.meta.normalization.channel_order == "rgb"
+    model = tiny_model()
+    ckpt = save_checkpoint(tmp_path / "new.pt", {"model": model.state_dict(), "model_config": model.config,
+                                                  "label_space": "viper15", "eval_size": [32, 64],
+                                                  "config": {"model": {"preprocess": "caffe"}}})
+    new = load_segmenter(ckpt)
+    assert new.default_size == (32, 64) and new.meta.input_size == (32, 64)
+    assert new.meta.channel_order == "bgr" and new.meta.normalization.std[0] == pytest.approx(1 / 255)
+    wrapped = backends.TorchSegmenter("reference", module=model, meta=META)  # the export's reference model
+    batch = calibration_images(1).numpy()
+    assert wrapped.default_size == (H, W)
+    assert np.abs(wrapped.predict(batch) - load_segmenter(models[0]).predict(batch)).max() < 1e-3
 
 
 def test_missing_torch_names_the_train_extra(models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,8 +31,6 @@ from vsda_deploy.infer import (
     InferOptions,
     Stream,
     argmax_classes,
-    normalise,
-    parse_size,
     run_inference,
     softmax,
 )
@@ -40,6 +38,9 @@ from vsda_deploy.labels import CITYSCAPES_LUT
 from vsda_deploy.latency import LatencyHistogram
 from vsda_deploy.metrics import ConfusionMatrix
 from vsda_deploy.model_meta import ModelMeta
+from vsda_deploy.options import OptionError
+from vsda_deploy.outputs import OutputError
+from vsda_deploy.preprocess import normalise
 from vsda_deploy.smoothing import StreamingSmoother
 from vsda_deploy.sources import open_source
 
@@ -106,18 +107,11 @@ def test_latency_histogram_percentiles_in_bounded_memory() -> None:
     assert one.summary() == {"p50": 3.3, "p95": 3.3, "p99": 3.3}  # clamped to the values seen
 
 
-def test_parse_size() -> None:
-    assert parse_size("512x1024") == (512, 1024) and parse_size(" 64 X 128 ") == (64, 128)
-    for bad in ("512", "0x10", "a x b"):
-        with pytest.raises(ValueError, match="--input-size"):
-            parse_size(bad)
-
-
 def test_normalise_is_bitwise_the_training_normalisation() -> None:
     from vsda_train.transforms import normalize
 
     image = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    out = normalise(image, np.float32(META.mean), np.float32(META.std), np.empty((1, 3, H, W), np.float32))
+    out = normalise(image, META.normalization, np.empty((1, 3, H, W), np.float32))
     assert np.array_equal(out[0], normalize(image).numpy())
 
 
@@ -165,8 +159,68 @@ def test_pipeline_runs_at_the_model_size_and_returns_the_frame_size() -> None:
         assert set(ms) == {"preprocess", "inference", "smoothing", "postprocess"} and min(ms.values()) >= 0
         weight = pipe.smoother.weight  # the grid the smoother ran on: the model's, capped at `width`
         assert (weight is None if grid is None else weight.shape == grid), (smooth, width)
-    with pytest.raises(ModelError, match=r"^red\.onnx: input is fixed at 16x32 \(HxW\); it cannot run at 8x8"):
-        FramePipeline(RedSegmenter((16, 32)), StreamingSmoother("none"), input_size=(8, 8)).process(frame)
+    with pytest.raises(OptionError, match=r"^red\.onnx: input is fixed at 16x32 \(HxW\); it cannot run at 32x64"):
+        FramePipeline(RedSegmenter((16, 32)), StreamingSmoother("none"), input_size=(32, 64))  # before any frame
+    with pytest.raises(OptionError, match=r"^--input-size native: red\.onnx has a fixed 16x32 \(HxW\) input"):
+        FramePipeline(RedSegmenter((16, 32)), StreamingSmoother("none"), input_size="native")
+
+
+class ScaleSegmenter(Segmenter):
+    """A dynamic stand-in model trained at ``trained`` (H, W): records the size it is run at."""
+
+    backend = "fake"
+
+    def __init__(self, trained: tuple[int, int] | None) -> None:
+        super().__init__(Path("scale.onnx"), META, "cpu", "numpy")
+        self.trained_size = trained
+        self.seen: list[tuple[int, ...]] = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.seen.append(batch.shape)
+        return np.zeros((1, 15, *batch.shape[2:]), np.float32)
+
+
+def test_frames_of_another_size_run_at_the_trained_scale_by_default() -> None:
+    frame = np.zeros((721, 1281, 3), np.uint8)  # a camera's odd size, far from the 64x128 the model knows
+    for asked, trained, ran_at in ((None, (64, 128), (64, 128)), ("native", (64, 128), (721, 1281)),
+                                   ((96, 160), (64, 128), (96, 160)), (None, None, (721, 1281))):
+        seg = ScaleSegmenter(trained)  # trained None: a checkpoint without eval_size
+        pipe = FramePipeline(seg, StreamingSmoother("none"), input_size=asked)
+        semantic, _ = pipe.process(frame)
+        assert seg.seen == [(1, 3, *ran_at)] and semantic.shape == (721, 1281), asked
+        assert pipe.scale == ("native" if ran_at == (721, 1281) else f"{ran_at[0]}x{ran_at[1]}")
+
+
+def test_the_cli_runs_at_the_scale_in_the_model_metadata(models: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i, frame in enumerate(moving_frames(4, h=96, w=200)):
+        cv2.imwrite(str(folder / f"f{i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    sizes = {}
+    for flag in ([], ["--input-size", "native"], ["--input-size", "32x64"]):
+        report = tmp_path / "r.json"
+        code, output = invoke(folder, "--model", models[0], "--report", report, "--save-labels",
+                              tmp_path / f"l{len(sizes)}", *flag)
+        assert code == 0, output
+        sizes[" ".join(flag) or "default"] = json.loads(report.read_text())["input_size"]
+        assert read_label_png(tmp_path / f"l{len(sizes) - 1}" / "f0.png").shape == (96, 200)  # the frame's size
+    assert sizes == {"default": "64x128", "--input-size native": "native", "--input-size 32x64": "32x64"}
+
+
+def test_out_of_memory_is_one_line_naming_the_size(models: tuple[Path, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    class Hungry(ScaleSegmenter):
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            raise MemoryError  # numpy's error for a buffer the machine cannot give
+
+    with pytest.raises(ModelError, match=r"^scale\.onnx: out of memory running at 4096x4096 \(HxW\) on a 32x48 frame; "
+                                         "pass a smaller --input-size$"):
+        FramePipeline(Hungry((64, 128)), StreamingSmoother("none"), input_size=(4096, 4096)).process(
+            np.zeros((32, 48, 3), np.uint8))
+    monkeypatch.setattr("vsda_deploy.pipeline.normalise", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    code, output = invoke(write_folder(tmp_path / "f", 2), "--model", models[0], "--input-size", "4096x4096")
+    assert code == 1 and output.strip().splitlines() == [
+        f"error: {models[0]}: out of memory running at 4096x4096 (HxW) on a 64x128 frame; pass a smaller --input-size"]
 
 
 # --- the dataset benchmark: the same numbers as vsda-train eval ------------------------------
@@ -221,7 +275,8 @@ def test_saved_labels_and_panoptic_are_scored_the_same_by_evaluate_folder(models
 
 def test_cityscapes_seq_dataset_gives_miou_and_tc(models: tuple[Path, Path], tmp_path: Path) -> None:
     root = make_cityscapes_seq(tmp_path / "cs")  # 3 snippets of 5 frames (16x32), one label each
-    report = run_inference(InferOptions(f"cityscapes-seq:{root}", models[0], smooth="none", warmup=0)).report
+    report = run_inference(InferOptions(f"cityscapes-seq:{root}", models[0], smooth="none", warmup=0,
+                                        input_size="native")).report
     assert report["frames"]["processed"] == 15
     metrics = report["metrics"]
     assert metrics["vpq"] is None and metrics["tc"] is not None
@@ -231,7 +286,7 @@ def test_cityscapes_seq_dataset_gives_miou_and_tc(models: tuple[Path, Path], tmp
         frame_path = root / "leftImg8bit_sequence" / "val" / label.parent.name / label.name.replace(
             "gtFine_labelIds", "leftImg8bit")
         rgb = vps.read_rgb_png(frame_path)
-        batch = normalise(rgb, np.float32(META.mean), np.float32(META.std), np.empty((1, 3, 16, 32), np.float32))
+        batch = normalise(rgb, META.normalization)
         cm.update(seg.predict(batch)[0].argmax(0).astype(np.uint8),
                   CITYSCAPES_LUT["viper15"][cv2.imread(str(label), cv2.IMREAD_UNCHANGED)])
     assert metrics["miou"] == pytest.approx(cm.miou(), abs=1e-4)
@@ -248,7 +303,7 @@ def test_an_unlabelled_split_streams_without_metrics(models: tuple[Path, Path], 
 
 def check_report_schema(report: dict, processed: int) -> None:
     assert list(report) == ["frames", "fps", "latency_ms", "backend", "provider", "precision", "device",
-                            "reconnects", "metrics"]
+                            "input_size", "reconnects", "metrics", "outputs", "stopped_by", "errors"]
     assert list(report["frames"]) == ["read", "processed", "dropped", "corrupt"]
     assert report["frames"]["processed"] == processed and report["fps"] > 0
     assert list(report["latency_ms"]) == list(STAGES)
@@ -259,7 +314,9 @@ def check_report_schema(report: dict, processed: int) -> None:
     assert total >= report["latency_ms"]["inference"]["p50"] > 0
     assert (report["backend"], report["provider"], report["precision"], report["device"]) == \
         ("ort", "CPUExecutionProvider", "fp32", "cpu")
-    assert isinstance(report["reconnects"], int)
+    assert isinstance(report["reconnects"], int) and report["errors"] == []
+    for entry in report["outputs"].values():
+        assert list(entry) == ["path", "written", "complete", "error", "kept"] and entry["complete"]
 
 
 def test_video_file_through_the_cli(models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -315,20 +372,34 @@ def fake_tensorrt(version: str) -> types.ModuleType:
     return module
 
 
-@pytest.mark.parametrize("case, message", [
-    ("unreadable", "bad.onnx: cannot load ONNX model"),
-    ("input-size", "static.onnx: input is fixed at 64x128 (HxW); it cannot run at 32x64"),
-    ("no-tensorrt", "model.engine: needs the Python package 'tensorrt'"),
-    ("other-tensorrt", "model.engine: this engine cannot run here: built with TensorRT 10.3.0, this machine has "
-                       "10.9.1"),
-    ("label-space", "cs19.onnx: its 19 classes (cityscapes19) are not the VIPER15 space"),
-    ("panoptic", "--panoptic writes pan_pred/ + pred.json into the --save-labels folder"),
-    ("bad-size", "--input-size '64': expected HxW"),
-    ("report-dir", "out: --report needs a file name, this is a folder"),
+@pytest.mark.parametrize("case, code, message", [
+    ("unreadable", 1, "bad.onnx: cannot load ONNX model"),
+    ("input-size", 2, "static.onnx: input is fixed at 64x128 (HxW); it cannot run at 32x64"),
+    ("no-tensorrt", 1, "model.engine: needs the Python package 'tensorrt'"),
+    ("other-tensorrt", 1, "model.engine: this engine cannot run here: built with TensorRT 10.3.0, this machine has "
+                          "10.9.1"),
+    ("label-space", 1, "cs19.onnx: its 19 classes (cityscapes19) are not the VIPER15 space"),
+    ("panoptic", 2, "--panoptic writes pan_pred/ + pred.json into the --save-labels folder"),
+    ("bad-size", 2, "--input-size '64': expected HxW"),
+    ("huge-size", 2, "--input-size 20000x20000: height and width must be within 16..4096 px"),
+    ("tiny-size", 2, "--input-size 1x1: height and width must be within 16..4096 px"),
+    ("max-frames", 2, "--max-frames must be >= 1, got 0"),
+    ("device", 2, "--device 'gpu': expected cpu, cuda or cuda:N"),
+    ("report-dir", 2, "--report {out}: needs a file name, this is a folder"),
+    ("report-proc", 1, "--report /proc/r.json: cannot write there"),
+    ("video-proc", 1, "--save-video /proc/v.mp4: cannot write there"),
+    ("video-gif", 2, "--save-video {out}/v.gif: unsupported container .gif"),
+    ("labels-file", 2, "--save-labels {out}/labels: needs a folder, this is a file"),
+    ("same-file", 2, "--save-jsonl {out}/r.json: the same file as --report"),
 ])
-def test_faults_are_one_line_and_write_nothing(models: tuple[Path, Path], bench: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch, case: str, message: str) -> None:
+def test_faults_are_one_line_with_their_exit_code_and_write_nothing(
+        models: tuple[Path, Path], bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
+        code: int, message: str) -> None:
+    """Exit 2 for a bad option, 1 for a model, source or output that fails; one line; no file written."""
     source, model, extra = str(write_folder(tmp_path / "frames", 3)), models[0], []
+    outputs = tmp_path / "out"
+    paths = {"--save-labels": outputs / "labels", "--save-video": outputs / "v.mp4",
+             "--save-jsonl": outputs / "f.jsonl", "--report": outputs / "r.json"}
     if case == "unreadable":
         model = tmp_path / "bad.onnx"
         model.write_bytes(b"\x08\x01garbage")
@@ -344,20 +415,42 @@ def test_faults_are_one_line_and_write_nothing(models: tuple[Path, Path], bench:
         cs19 = ModelMeta(classes=tuple(f"c{i}" for i in range(19)), palette=((0, 0, 0),) * 19,
                          label_space="cityscapes19")
         model, source = with_meta(models[0], tmp_path / "cs19.onnx", cs19), f"cityscapes-vps:{bench}"
-    elif case == "bad-size":
-        extra = ["--input-size", "64"]
-    outputs = tmp_path / "out"
-    report = outputs
-    if case == "report-dir":
+    elif case == "panoptic":
+        del paths["--save-labels"]
+    elif case in ("bad-size", "huge-size", "tiny-size"):
+        extra = ["--input-size", {"bad-size": "64", "huge-size": "20000x20000", "tiny-size": "1x1"}[case]]
+    elif case == "max-frames":
+        extra = ["--max-frames", "0"]
+    elif case == "device":
+        extra = ["--device", "gpu"]
+    elif case == "report-dir":
         outputs.mkdir()
-    else:
-        report = outputs / "r.json"
-    flags = [] if case == "panoptic" else ["--save-labels", outputs / "labels"]
-    code, output = invoke(source, "--model", model, *extra, *flags, "--panoptic", "--save-video",
-                          outputs / "v.mp4", "--save-jsonl", outputs / "f.jsonl", "--report", report)
-    assert code == 1 and output.startswith("error: ") and message in output, output
+        paths["--report"] = outputs
+    elif case == "report-proc":
+        paths["--report"] = Path("/proc/r.json")
+    elif case == "video-proc":
+        paths["--save-video"] = Path("/proc/v.mp4")
+    elif case == "video-gif":
+        paths["--save-video"] = outputs / "v.gif"
+    elif case == "labels-file":
+        outputs.mkdir()
+        (outputs / "labels").write_text("a file")
+    elif case == "same-file":
+        paths["--save-jsonl"] = paths["--report"]
+    flags = [str(a) for option, path in paths.items() for a in (option, path)]
+    got, output = invoke(source, "--model", model, *extra, *flags, "--panoptic")
+    assert got == code and output.startswith("error: ") and message.format(out=outputs) in output, output
     assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
-    assert not outputs.exists() or not any(outputs.rglob("*")), sorted(outputs.rglob("*"))
+    written = [p for p in outputs.rglob("*") if p.is_file() and p.name != "labels"]
+    assert not written, written  # folders may have been made by the checks; no file, no probe, no .partial
+
+
+def test_an_unwritable_report_is_found_before_the_first_frame(models: tuple[Path, Path], tmp_path: Path) -> None:
+    seen: list[int] = []
+    with pytest.raises(OutputError, match=r"^--report /proc/vsda/r\.json: cannot create the folder /proc/vsda"):
+        run_inference(InferOptions(str(write_folder(tmp_path / "f", 3)), models[0], report=Path("/proc/vsda/r.json"),
+                                   save_jsonl=tmp_path / "f.jsonl"), on_frame=lambda out: seen.append(out.index))
+    assert seen == [] and not (tmp_path / "f.jsonl").exists()
 
 
 def test_faulty_live_source_counts_corrupt_frames_and_reconnects(models: tuple[Path, Path]) -> None:

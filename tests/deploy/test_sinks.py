@@ -1,7 +1,9 @@
-"""Outputs of vsda-infer: overlay, video, label PNGs, panoptic PNGs + pred.json, JSON lines (vsda_deploy/sinks.py)."""
+"""Outputs of vsda-infer: overlay, label PNGs, panoptic PNGs + pred.json, JSON lines, failed writes
+(vsda_deploy/sinks.py)."""
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -10,12 +12,13 @@ import numpy as np
 import pytest
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy import sinks
 from vsda_deploy.evaluation import read_label_png
 from vsda_deploy.labels import VIPER15
+from vsda_deploy.outputs import OutputError
 from vsda_deploy.sinks import (
     JsonLinesWriter,
     LabelWriter,
-    OverlayVideoWriter,
     PanopticWriter,
     WindowSink,
     has_display,
@@ -45,41 +48,6 @@ def test_overlay_blends_class_colours_and_keeps_void() -> None:
     assert palette_lut(VIPER15.palette)[255].tolist() == [0, 0, 0]
 
 
-def test_video_writer_finalises_a_playable_file(tmp_path: Path) -> None:
-    path = tmp_path / "out" / "overlay.mp4"
-    writer = OverlayVideoWriter(path, fps=10, palette=VIPER15.palette)
-    for i in range(5):
-        writer.write(np.full((H, W, 3), 20 * i, np.uint8), semantic_map())
-    writer.write(np.zeros((2 * H, 2 * W, 3), np.uint8), np.zeros((2 * H, 2 * W), np.uint8))  # resized to fit
-    assert not path.exists() and (tmp_path / "out" / ".overlay.partial.mp4").exists()
-    writer.close()
-    assert path.exists() and not (tmp_path / "out" / ".overlay.partial.mp4").exists()
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(bgr)
-    cap.release()
-    assert len(frames) == 6 and frames[0].shape == (H, W, 3)
-    expected = overlay(np.full((H, W, 3), 40, np.uint8), semantic_map(), palette_lut(VIPER15.palette))
-    error = np.abs(frames[2][..., ::-1].astype(int) - expected).mean()
-    assert error < 5, error  # the overlay up to the lossy codec (swapped channels give 8)
-
-
-def test_video_writer_abort_and_bad_paths(tmp_path: Path) -> None:
-    path = tmp_path / "v.avi"
-    writer = OverlayVideoWriter(path, fps=25, palette=VIPER15.palette)
-    writer.write(np.zeros((H, W, 3), np.uint8), semantic_map())
-    writer.abort()
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(ValueError, match=rf"^{tmp_path / 'v.gif'}: --save-video: unsupported container .gif"):
-        OverlayVideoWriter(tmp_path / "v.gif", fps=25, palette=VIPER15.palette)
-    with pytest.raises(ValueError, match=rf"^{tmp_path}: --save-video needs a file name"):
-        OverlayVideoWriter(tmp_path, fps=25, palette=VIPER15.palette)
-
-
 def test_label_pngs_are_named_after_frames_and_round_trip(tmp_path: Path) -> None:
     writer = LabelWriter(tmp_path / "labels")
     sem = semantic_map()
@@ -93,7 +61,7 @@ def test_label_pngs_are_named_after_frames_and_round_trip(tmp_path: Path) -> Non
     writer.abort()
     assert list((tmp_path / "labels").iterdir()) == []
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match="--save-labels needs a folder"):
+    with pytest.raises(ValueError, match=rf"^--save-labels {tmp_path / 'file'}: needs a folder"):
         LabelWriter(tmp_path / "file")
 
 
@@ -137,6 +105,57 @@ def test_json_lines_have_class_fractions(tmp_path: Path) -> None:
     assert lines[0]["classes"] == {"road": round((H * W - 128 - 72 - 16) / (H * W), 5),
                                    "person": round(72 / (H * W), 5), "car": round(128 / (H * W), 5)}
     assert lines[1]["classes"] == {"sky": 1.0}
+
+
+class FullDisk:
+    """A text file that accepts ``room`` bytes, then fails every write with ENOSPC, as on a full disk."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.file, self.room = open(path, "w", encoding="utf-8"), room
+
+    def write(self, text: str) -> int:
+        if len(text) > self.room:
+            self.file.write(text[: self.room])  # a partial line reaches the disk
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(text)
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def test_json_lines_on_a_full_disk_keep_the_complete_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disks: list[FullDisk] = []
+    monkeypatch.setattr(sinks, "open", lambda path, *a, **k: disks.append(FullDisk(path, 10**6)) or disks[-1],
+                        raising=False)  # the module's open() is the disk's
+    path = tmp_path / "frames.jsonl"
+    writer = JsonLinesWriter(path, VIPER15.classes)
+    writer.write({"index": 0}, semantic_map())
+    writer.write({"index": 1}, semantic_map())
+    disks[0].room = 20  # the disk fills up in the middle of the third line
+    with pytest.raises(OutputError, match=rf"^--save-jsonl {path}: writing line 3 failed \(No space left on device\)"):
+        writer.write({"index": 2}, semantic_map())
+    assert writer.salvage() == "kept the 2 complete lines written before"
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == [0, 1]  # the partial third line was cut off
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.jsonl"]  # no .partial left
+
+
+def test_label_png_that_cannot_be_written_names_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = LabelWriter(tmp_path / "labels")
+    writer.write("a", semantic_map())
+    monkeypatch.setattr(cv2, "imwrite", lambda path, image: False)  # as OpenCV says on a full disk
+    with pytest.raises(OutputError, match=rf"^--save-labels {tmp_path / 'labels' / 'b.png'}: cannot write the PNG"):
+        writer.write("b", semantic_map())
+    assert writer.salvage() == "kept the 1 PNGs written before"
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["a.png"]
 
 
 def test_window_is_off_without_a_display(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -229,11 +229,56 @@ def test_gst_with_gstreamer_opens_the_pipeline(monkeypatch: pytest.MonkeyPatch) 
     assert calls[0] == ("videotestsrc ! appsink", cv2.CAP_GSTREAMER)
 
 
-def test_unopenable_live_source_fails_at_open() -> None:
+def test_a_live_source_that_never_comes_up_ends_after_the_back_off() -> None:
     calls: list = []
-    with pytest.raises(SourceError, match=r"^camera3: cannot open webcam 3"):
-        open_source("camera3", capture_factory=_scripted_factory([], calls))
-    assert calls == [(3, cv2.CAP_ANY)]
+    src = open_source("camera3", max_reconnects=2, backoff_s=0.001, capture_factory=_scripted_factory([], calls))
+    assert src.fps is None and list(src) == []  # opening does not block: connecting happens in the thread
+    assert calls == [(3, cv2.CAP_ANY)] * 3 and src.reconnects == 2
+    assert src.error == ("camera3: cannot open webcam 3 (no camera with that index, or in use); "
+                         "3 connection attempts failed")
+    assert src.state is None
+
+
+def test_the_first_connection_is_retried_like_a_reconnect() -> None:
+    """A camera or RTSP server that comes up a little after vsda-infer: connected on the third try."""
+    calls: list = []
+    gate = threading.Semaphore(1)
+    late = FakeCapture([_solid(1), _solid(2)], gate=gate)
+    src = open_source("rtsp://cam/stream", max_reconnects=2, backoff_s=0.001,
+                      capture_factory=_scripted_factory([FakeCapture([], opened=False)] * 2 + [late], calls))
+    values = []
+    for frame in src:
+        values.append(int(frame.image[0, 0, 0]))
+        gate.release()
+    assert values == [1, 2]
+    assert src.fps == 25.0 and len(calls) == 3 + 2  # 3 to connect, then 2 reconnects after the stream ended
+    assert src.error == "rtsp://cam/stream: stream lost; 2 reconnect attempts failed"
+
+
+def test_the_state_says_what_a_live_source_is_doing_during_an_outage() -> None:
+    gate = threading.Event()
+    cam = FakeCapture([_solid(1)])
+    src = open_source("camera0", max_reconnects=3, backoff_s=0.2, capture_factory=_scripted_factory([cam], []))
+    assert next(src).index == 0 and src.waited_s >= 0
+    deadline = time.monotonic() + 5
+    states = set()
+    while time.monotonic() < deadline and not gate.is_set():
+        states.add(src.state)
+        if src.state == "reconnecting (2/3)":
+            gate.set()
+        time.sleep(0.01)
+    src.close()
+    assert {"reconnecting (1/3)", "reconnecting (2/3)"} <= states
+
+
+def test_a_live_source_reports_how_long_the_consumer_waited() -> None:
+    cam = FakeCapture((_solid(k) for k in range(6)), period_s=0.05)
+    src = open_source("0", capture_factory=lambda t, a: cam)
+    waits = []
+    for _ in itertools.islice(src, 4):
+        waits.append(src.waited_s)
+    src.close()
+    assert 0.02 < float(np.median(waits)) < 0.2  # a camera at 20 FPS and a consumer with nothing to do
 
 
 def test_live_source_reconnects_after_dropouts_and_skips_corrupt_frames() -> None:

@@ -31,12 +31,12 @@ from vsda_train.models import create_model
 
 
 def random_checkpoint(path: Path, name: str = "ddrnet23_slim", width: int = 8, num_classes: int = 15,
-                      label_space: str = "viper15") -> Path:
+                      label_space: str = "viper15", **extra: object) -> Path:
     """Write a checkpoint of a randomly initialised (BN-realistic) model the way the phases save one."""
     torch.manual_seed(0)
     model = trained_like(create_model(name, num_classes, width=width))
     return save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config,
-                                  "label_space": label_space, "iteration": 1})
+                                  "label_space": label_space, "iteration": 1, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_parse_input_size() -> None:
     assert parse_input_size("512x1024") == (512, 1024)
     assert parse_input_size(" 128 X 256 ") == (128, 256)
     for bad in ("512", "512x", "axb", "8x1024", "512*1024"):
-        with pytest.raises(ExportError, match=f"^--input-size {re.escape(bad)}: "):
+        with pytest.raises(ExportError, match=f"^--input-size '?{re.escape(bad)}'?: "):
             parse_input_size(bad)
 
 
@@ -82,6 +82,28 @@ def test_dynamic_export_shapes_and_metadata_round_trip(ckpt: Path, tmp_path: Pat
         (logits,) = session.run(None, {"image": x.numpy()})
         assert logits.shape == (2, 15, *hw) and np.abs(expected).max() > 1.0
         assert np.abs(logits - expected).max() <= 1e-4
+
+
+def test_export_records_the_trained_scale_and_normalisation(tmp_path: Path) -> None:
+    """vsda-export defaults to the checkpoint's eval_size and its preprocess; --input-size still wins."""
+    from export import ExportOptions, run_export
+    from vsda_deploy.preprocess import CAFFE
+
+    new = random_checkpoint(tmp_path / "new.pt", eval_size=[48, 96], config={"model": {"preprocess": "caffe"}})
+    model, state = load_for_export(new)
+    meta = model_meta(model, state, new, None, dynamic=True)
+    assert meta.input_size == (48, 96) and meta.normalization == CAFFE
+    assert model_meta(model, state, new, (64, 128), dynamic=True).input_size == (64, 128)
+    old = random_checkpoint(tmp_path / "old.pt")  # written before eval_size and preprocess were recorded
+    model, state = load_for_export(old)
+    meta = model_meta(model, state, old, None, dynamic=True)
+    assert meta.input_size == (512, 1024) and meta.channel_order == "rgb" and meta.mean == (0.485, 0.456, 0.406)
+    report = run_export(ExportOptions(str(new), str(tmp_path / "m.onnx"), check=False))
+    exported = read_onnx_meta(str(report.files["fp32"]))
+    assert exported.input_size == (48, 96) and exported.normalization == CAFFE
+    bad = random_checkpoint(tmp_path / "bad.pt", eval_size="big")
+    with pytest.raises(ExportError, match=r"bad\.pt: checkpoint eval_size 'big': expected \[H, W\]"):
+        run_export(ExportOptions(str(bad), str(tmp_path / "b.onnx"), check=False))
 
 
 def test_static_export_fixes_every_dim(ckpt: Path, tmp_path: Path) -> None:

@@ -23,17 +23,18 @@ from typer.testing import CliRunner
 from export import ExportOptions, run_export
 from export import parity as P
 from export.cli import app
-from export.precision import normalise
 from tests.export.test_onnx_export import random_checkpoint
 from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.backends import OrtSegmenter, Segmenter, TorchSegmenter
 from vsda_deploy.model_meta import ModelMeta, read_onnx_meta
+from vsda_deploy.pipeline import label_predictor, model_input
+from vsda_deploy.preprocess import IMAGENET
 from vsda_train.checkpoint import save_checkpoint
 from vsda_train.models import create_model
 from vsda_train.synth.config import SynthConfig
 from vsda_train.synth.generate import generate
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZE = (64, 128)  # the synthetic frames' own size
 MODELS = {"ddrnet23_slim": (16, 300), "deeplabv2_r18": (8, 150)}  # width, fitting steps
 
@@ -74,22 +75,45 @@ def test_verdicts_carry_the_numbers() -> None:
     assert P.parity_sizes((512, 1024), False) == [(512, 1024)]
 
 
-def test_static_predictor_runs_at_its_size_and_resizes_back() -> None:
-    seen = []
+class HalfSegmenter(Segmenter):
+    """A stand-in model: class 2 on the right half of whatever size it is run at."""
 
-    def logits(x: np.ndarray) -> np.ndarray:
-        seen.append(x.shape)
-        out = np.zeros((1, 3, *x.shape[2:]), np.float32)
-        out[0, 2, :, x.shape[3] // 2:] = 1.0  # right half: class 2
+    def __init__(self, meta: ModelMeta, fixed: tuple[int, int] | None) -> None:
+        super().__init__(Path("half.onnx"), meta, "cpu", "numpy")
+        self.fixed_size, self.seen = fixed, []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.seen.append(batch.shape)
+        out = np.zeros((1, 3, *batch.shape[2:]), np.float32)
+        out[0, 2, :, batch.shape[3] // 2:] = 1.0
         return out
 
-    meta = ModelMeta(classes=("a", "b", "c"), palette=((0, 0, 0),) * 3, input_size=(8, 16), dynamic=False)
-    label = P.label_predictor(logits, meta)(np.zeros((20, 40, 3), np.uint8))
-    assert seen == [(1, 3, 8, 16)] and label.shape == (20, 40) and label.dtype == np.uint8
-    assert (label[:, :19] == 0).all() and (label[:, 21:] == 2).all()
-    P.label_predictor(logits, ModelMeta(classes=("a",) * 3, palette=((0, 0, 0),) * 3, dynamic=True))(
-        np.zeros((20, 40, 3), np.uint8))
-    assert seen[-1] == (1, 3, 20, 40)  # a dynamic graph runs at the frame's own size
+
+def test_files_are_labelled_as_vsda_infer_labels_frames() -> None:
+    """Parity scores what label_predictor gives: the model's trained scale, logits resized back to the frame."""
+    meta = ModelMeta(classes=("a", "b", "c"), palette=((0, 0, 0),) * 3, input_size=(8, 16))
+    for fixed in ((8, 16), None):  # a static graph, and a dynamic one trained at 8x16
+        seg = HalfSegmenter(meta, fixed)
+        label = label_predictor(seg)(np.zeros((20, 40, 3), np.uint8))
+        assert seg.seen == [(1, 3, 8, 16)] and label.shape == (20, 40) and label.dtype == np.uint8
+        assert (label[:, :19] == 0).all() and (label[:, 21:] == 2).all()
+    seg = HalfSegmenter(meta, None)
+    label_predictor(seg, "native")(np.zeros((20, 40, 3), np.uint8))
+    assert seg.seen == [(1, 3, 20, 40)]
+
+
+def test_parity_runs_the_deployment_backends(tmp_path: Path) -> None:
+    model = create_model("ddrnet23_slim", 15, width=8).eval()
+    from export.onnx_export import export_fp32
+
+    meta = ModelMeta(classes=tuple(f"c{i}" for i in range(15)), palette=((0, 0, 0),) * 15, input_size=(32, 48))
+    path = export_fp32(model, tmp_path / "m.onnx", meta)
+    assert isinstance(P.file_segmenter(path), OrtSegmenter)
+    assert isinstance(P.reference_segmenter(model, meta), TorchSegmenter)
+    frames = [np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8) for i in range(2)]
+    rows = P.measure_parity(P.reference_segmenter(model, meta), [("fp32", path)], frames, [(32, 48), (25, 37)])
+    assert [(r.size, r.frames) for r in rows] == [((32, 48), 2), ((25, 37), 2)]
+    assert all(r.max_abs < 1e-3 and r.agreement > 99 for r in rows)
 
 
 # ---------------------------------------------------------------- real exports
@@ -108,7 +132,7 @@ def _labelled_val(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for p in sorted((root / "val" / "panoptic_inst").glob("*.png")):
         stem = vps.parse_frame_name(p.name).stem
-        xs.append(normalise(vps.read_rgb_png(root / "val" / "img" / f"{stem}{vps.IMAGE_SUFFIX}"), None, MEAN, STD)[0])
+        xs.append(model_input(vps.read_rgb_png(root / "val" / "img" / f"{stem}{vps.IMAGE_SUFFIX}"), None, IMAGENET)[0])
         ys.append(vps.read_panoptic_inst(p)[0].astype(np.int64))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 

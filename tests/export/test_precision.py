@@ -19,7 +19,6 @@ from export.precision import (
     FrameSet,
     convert_fp16,
     fp32_nodes,
-    normalise,
     open_frames,
     quantize_int8,
     spread,
@@ -27,6 +26,8 @@ from export.precision import (
 )
 from tests.export.test_onnx_export import random_checkpoint
 from vsda_deploy.model_meta import read_onnx_meta
+from vsda_deploy.pipeline import model_input
+from vsda_deploy.preprocess import IMAGENET, Normalization
 
 SIZE = (48, 96)
 
@@ -93,7 +94,7 @@ def test_fp16_graph_keeps_io_and_resize_fp32(fp32: tuple, tmp_path: Path) -> Non
 
 def test_int8_qdq_graph_obeys_tensorrt_rules(fp32: tuple, tmp_path: Path) -> None:
     src, frames, _ = fp32
-    reader = FrameCalibrationReader(open_frames(str(frames)), 6, SIZE, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    reader = FrameCalibrationReader(open_frames(str(frames)), 6, SIZE, IMAGENET)
     q = onnx.load(str(quantize_int8(src, tmp_path / "model_int8.onnx", reader)))
     assert trt_qdq_violations(q) == []
     nodes = list(q.graph.node)
@@ -121,7 +122,7 @@ def test_int8_qdq_graph_obeys_tensorrt_rules(fp32: tuple, tmp_path: Path) -> Non
 
 def test_int8_cpu_target_breaks_tensorrt_rules(fp32: tuple, tmp_path: Path) -> None:
     src, frames, _ = fp32
-    reader = FrameCalibrationReader(open_frames(str(frames)), 3, SIZE, (0.5,) * 3, (0.25,) * 3)
+    reader = FrameCalibrationReader(open_frames(str(frames)), 3, SIZE, Normalization((0.5,) * 3, (0.25,) * 3))
     q = onnx.load(str(quantize_int8(src, tmp_path / "cpu.onnx", reader, target="cpu")))
     problems = trt_qdq_violations(q)
     assert problems and any("zero point is uint8" in p for p in problems)
@@ -135,7 +136,7 @@ def test_int8_cpu_graph_folds_relu_and_reads_shapes_quantized(fp32: tuple, tmp_p
     """UINT8 target: Relus between INT8 layers are gone, no Shape waits for a DequantizeLinear, the
     image's convolution stays FP32, and the result still agrees with the FP32 graph (argmax)."""
     src, frames, _ = fp32
-    reader = FrameCalibrationReader(open_frames(str(frames)), 6, SIZE, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    reader = FrameCalibrationReader(open_frames(str(frames)), 6, SIZE, IMAGENET)
     q = onnx.load(str(quantize_int8(src, tmp_path / "cpu.onnx", reader, target="cpu")))
     relus = lambda m: sum(n.op_type == "Relu" for n in m.graph.node)  # noqa: E731
     assert relus(q) < relus(onnx.load(str(src))) / 2
@@ -205,16 +206,16 @@ def test_fp32_nodes_are_the_classifier_and_resizes(name: str, width: int, tmp_pa
 # ---------------------------------------------------------------- calibration frames
 
 
-def test_spread_and_normalise_known_answers() -> None:
+def test_spread_and_model_input_known_answers() -> None:
     assert spread(10, 4) == [0, 3, 6, 9]
     assert spread(3, 10) == [0, 1, 2] and spread(5, 1) == [0] and spread(0, 4) == []
     rgb = np.array([[[255, 0, 128], [0, 255, 51]]], np.uint8)  # 1 x 2 pixels
-    x = normalise(rgb, None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    x = model_input(rgb, None, IMAGENET)  # what calibration feeds: vsda-infer's input
     assert x.shape == (1, 3, 1, 2) and x.dtype == np.float32
     assert x[0, :, 0, 0] == pytest.approx([(1 - 0.485) / 0.229, -0.456 / 0.224, (128 / 255 - 0.406) / 0.225],
                                           abs=1e-6)
     assert x[0, :, 0, 1] == pytest.approx([-0.485 / 0.229, (1 - 0.456) / 0.224, (0.2 - 0.406) / 0.225], abs=1e-6)
-    assert normalise(np.zeros((10, 20, 3), np.uint8), (4, 6), (0, 0, 0), (1, 1, 1)).shape == (1, 3, 4, 6)
+    assert model_input(np.zeros((10, 20, 3), np.uint8), (4, 6), IMAGENET).shape == (1, 3, 4, 6)
 
 
 def test_frames_from_folders_and_cityscapes_vps_trees(tmp_path: Path) -> None:
@@ -230,7 +231,8 @@ def test_frames_from_folders_and_cityscapes_vps_trees(tmp_path: Path) -> None:
     _write_frames(vps / "val" / "img", 2, name="0002_{:04d}_lindau_000002_000000_leftImg8bit.png")
     assert len(open_frames(f"cityscapes-vps:{vps}")) == 4  # train/img_all: unlabelled target video
     assert len(open_frames(f"cityscapes-vps:{vps}", split="val")) == 2  # falls back to img
-    reader = FrameCalibrationReader(open_frames(f"cityscapes-vps:{vps}"), 3, (8, 16), (0.5,) * 3, (0.5,) * 3)
+    reader = FrameCalibrationReader(open_frames(f"cityscapes-vps:{vps}"), 3, (8, 16),
+                                    Normalization((0.5,) * 3, (0.5,) * 3))
     assert len(reader) == 3 and reader.indices == [0, 2, 3]  # spread(4, 3): first and last included
     batches = [reader.get_next() for _ in range(4)]
     assert batches[3] is None and all(b["image"].shape == (1, 3, 8, 16) for b in batches[:3])
@@ -272,4 +274,4 @@ def test_frame_spec_errors_name_the_spec(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=f"^{broken / 'a.png'}: cannot read this image"):
         list(open_frames(str(broken)).read([0]))
     with pytest.raises(ExportError, match="^--calib-frames 0: must be at least 1"):
-        FrameCalibrationReader(FrameSet("x", (broken / "a.png",)), 0, (8, 8), (0,) * 3, (1,) * 3)
+        FrameCalibrationReader(FrameSet("x", (broken / "a.png",)), 0, (8, 8), IMAGENET)

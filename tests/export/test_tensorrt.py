@@ -240,15 +240,15 @@ def test_build_and_run_engine_where_tensorrt_exists(tmp_path: Path) -> None:
     import numpy as np
 
     from export.onnx_export import export_fp32
-    from export.parity import onnx_logits
+    from export.parity import file_segmenter
     from vsda_train.models import create_model
 
     model = create_model("ddrnet23_slim", 15, width=8).eval()
     onnx_path = export_fp32(model, tmp_path / "model.onnx", replace(_meta(), precision="fp32", dynamic=True))
     engine = T.build_engine(onnx_path, tmp_path / "model.engine", workspace_gib=1.0)
     assert (tmp_path / "model.engine.json").is_file() and (tmp_path / T.TIMING_CACHE).is_file()
-    runner = T.EngineRunner(engine)
-    assert runner.build.tensorrt_version == trt.__version__
+    runner = file_segmenter(engine)  # vsda_deploy.backends.TrtSegmenter, the runner vsda-infer uses
+    assert runner.provider == f"TensorRT {trt.__version__}"
     x = np.random.default_rng(0).normal(size=(1, 3, 96, 192)).astype(np.float32)
-    ref = onnx_logits(onnx_path)(x)
-    assert np.abs(runner(x) - ref).max() < 1e-2  # TF32 is allowed in a strongly typed FP32 build
+    ref = file_segmenter(onnx_path).predict(x)
+    assert np.abs(runner.predict(x) - ref).max() < 1e-2  # TF32 is allowed in a strongly typed FP32 build

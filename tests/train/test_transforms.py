@@ -118,3 +118,18 @@ def test_caffe_normalisation_is_bgr_minus_mean() -> None:
     expected = frame[..., ::-1].astype(np.float64) - np.array([104.00698793, 116.66876762, 122.67891434])
     assert np.abs(x.transpose(1, 2, 0) - expected).max() < 1e-3
     assert np.array_equal(denormalise(x, CAFFE), frame)
+
+
+def test_hflip_false_never_mirrors() -> None:
+    """data.hflip=false (DA-VSN: no flip): over many seeds the crop is always the frame as it is."""
+    frame, prev, label, flow = _clip()
+    label = np.tile(np.arange(96, dtype=np.uint8), (64, 1))  # the column index: a mirror reverses it
+    for seed in range(20):
+        for hflip, mirrored in ((False, 0), (True, None)):
+            out = ClipTransform(size=(64, 96), hflip=hflip)(frame, prev, label, flow, np.random.default_rng(seed))
+            lab = out["label"].numpy()
+            if mirrored == 0:
+                assert (lab[0] == np.arange(96)).all()
+    flips = sum((ClipTransform(size=(64, 96), hflip=True)(frame, prev, label, flow, np.random.default_rng(s))
+                 ["label"].numpy()[0, 0] == 95) for s in range(20))
+    assert 0 < flips < 20  # with hflip the same seeds do mirror some clips
