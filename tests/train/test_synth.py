@@ -48,6 +48,13 @@ def _labels(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and is_label(p)}
 
 
+def _viper_instances(path: Path) -> np.ndarray:
+    """Return 256 G + B of a VIPER inst PNG (R is the class)."""
+    bgr = _read(path).astype(np.int64)
+    assert bgr.ndim == 3
+    return 256 * bgr[..., 1] + bgr[..., 0]
+
+
 def _inst_path(root: Path, split: str, stem: str) -> Path:
     return root / split / "panoptic_inst" / f"{stem}{vps.INST_SUFFIX}"
 
@@ -106,8 +113,9 @@ def test_viper_tree_classes_instances_and_ego_vehicle(data: Path) -> None:
     assert [p.name for p in cls_files] == [f"001_{i:05d}.png" for i in range(TINY.frames)]
     for p in cls_files:
         raw = _read(p)
-        inst = _read(data / "source" / "train" / "inst" / "001" / p.name)
-        assert raw.dtype == np.uint8 and raw.ndim == 2 and inst.dtype == np.uint16
+        inst = _viper_instances(data / "source" / "train" / "inst" / "001" / p.name)
+        assert raw.dtype == np.uint8 and raw.ndim == 2
+        assert (_read(data / "source" / "train" / "inst" / "001" / p.name)[..., 2] == raw).all()  # R: the class
         assert _read(data / "source" / "train" / "img" / "001" / p.name).shape == (32, 64, 3)
         assert raw[-1, 32] == VIPER_CAR_ID  # the hood, bottom centre
         label = viper_to_train(raw, p)
@@ -122,7 +130,7 @@ def test_instance_ids_persist_over_a_clip(data: Path) -> None:
     frames_seen: dict[int, int] = {}
     for i in range(TINY.frames):
         label = VIPER_LUT[_read(root / "cls" / "002" / f"002_{i:05d}.png")]
-        inst = _read(root / "inst" / "002" / f"002_{i:05d}.png")
+        inst = _viper_instances(root / "inst" / "002" / f"002_{i:05d}.png")
         for iid in np.unique(inst[inst > 0]).tolist():
             owner.setdefault(iid, set()).update(np.unique(label[inst == iid]).tolist())
             frames_seen[iid] = frames_seen.get(iid, 0) + 1

@@ -40,7 +40,8 @@ def viper_paths(root: Path, split: str, seq: int, frame: int) -> dict[str, Path]
 
 def write_viper_frame(root: Path, split: str, seq: int, frame: int, rgb: np.ndarray, semantic: np.ndarray,
                       instance: np.ndarray, hood: np.ndarray) -> None:
-    """Write one VIPER frame: RGB image, class ids (the hood as VIPER car, the ego vehicle), uint16 ids.
+    """Write one VIPER frame: RGB image, class ids (the hood as VIPER car, the ego vehicle) and the
+    ``inst`` RGB PNG (R = class id, 256 G + B = instance id, 0 for stuff).
 
     Loaders drop the car component touching the bottom centre (the ego vehicle); car pixels
     right next to the hood become unlabelled, so that a real car is never merged into it.
@@ -53,7 +54,8 @@ def write_viper_frame(root: Path, split: str, seq: int, frame: int, rgb: np.ndar
     cls[hood] = VIPER_CAR_ID
     vps.write_rgb_png(paths["img"], rgb)
     _write_png(paths["cls"], cls)
-    _write_png(paths["inst"], inst)
+    inst_rgb = np.stack([cls, inst // 256, inst % 256], axis=-1).astype(np.uint8)
+    vps.write_rgb_png(paths["inst"], inst_rgb)
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
