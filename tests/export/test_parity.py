@@ -27,6 +27,7 @@ from export.precision import normalise
 from tests.export.test_onnx_export import random_checkpoint
 from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.evaluation import list_gt
 from vsda_deploy.model_meta import ModelMeta, read_onnx_meta
 from vsda_train.checkpoint import save_checkpoint
 from vsda_train.models import create_model
@@ -106,10 +107,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _labelled_val(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for p in sorted((root / "val" / "panoptic_inst").glob("*.png")):
-        stem = vps.parse_frame_name(p.name).stem
-        xs.append(normalise(vps.read_rgb_png(root / "val" / "img" / f"{stem}{vps.IMAGE_SUFFIX}"), None, MEAN, STD)[0])
-        ys.append(vps.read_panoptic_inst(p)[0].astype(np.int64))
+    for g in (g for frames in list_gt(root, "val").values() for g in frames):
+        xs.append(normalise(vps.read_rgb_png(g.image), None, MEAN, STD)[0])
+        ys.append(g.read()[0].astype(np.int64))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 

@@ -85,7 +85,7 @@ def test_bad_spec_is_one_error_listing_the_kinds(spec) -> None:
 def test_spec_parsing_and_options(tmp_path) -> None:
     assert parse_spec("video:~/clip.mp4")[0] == "video"
     assert dataset_options("viper") == ["pad_start", "frames", "ignore_ego_vehicle"]
-    assert dataset_options("cityscapes-vps") == ["pad_start", "vps_labels"]
+    assert dataset_options("cityscapes-vps") == ["pad_start", "frames", "vps_labels", "sequences"]
     make_viper(tmp_path)
     with pytest.raises(DatasetError, match=r"unknown option\(s\) \['camera'\] for viper"):
         build_dataset(f"viper:{tmp_path}", camera="x")
