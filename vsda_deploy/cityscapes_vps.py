@@ -236,23 +236,22 @@ def to_segments(semantic: np.ndarray, instance: np.ndarray,
     space = _space(space)
     cs = TO_CS19_LUT[space.name][semantic].astype(np.int64)
     valid = (semantic != IGNORE_INDEX) & (cs != IGNORE_INDEX)
-    thing = np.isin(semantic, sorted(space.things))
-    inst = np.where(thing, instance.astype(np.int64), 0)
-    seg = np.zeros(semantic.shape, np.int64)
-    _, dense = np.unique(np.where(valid, cs * 2**32 + inst, -1), return_inverse=True)
-    dense = dense.reshape(semantic.shape)
-    info, ids = [], {}
-    for d in np.unique(dense[valid]).tolist():
-        mask = dense == d
-        cat, obj = int(cs[mask][0]), int(inst[mask][0])
+    inst = np.where(np.isin(semantic, sorted(space.things)), instance.astype(np.int64), 0)
+    keys, dense, areas = np.unique(np.where(valid, cs * 2**32 + inst, -1), return_inverse=True, return_counts=True)
+    sids = np.zeros(keys.size, np.int64)
+    info, taken = [], set()
+    for d, (key, area) in enumerate(zip(keys.tolist(), areas.tolist())):
+        if key < 0:
+            continue
+        cat, obj = key >> 32, key & 0xFFFFFFFF
         sid = (cat + 1) * LABEL_DIVISOR + obj % LABEL_DIVISOR
-        while sid in ids:  # two instances whose ids agree modulo 1000
+        while sid in taken:  # two instances whose ids agree modulo 1000
             sid += 100 * LABEL_DIVISOR
-        ids[sid] = d
-        seg[mask] = sid
+        taken.add(sid)
+        sids[d] = sid
         crowd = int(CITYSCAPES19.is_thing(cat) and obj == 0)
-        info.append({"id": sid, "category_id": cat, "iscrowd": crowd, "area": int(mask.sum())})
-    return seg.astype(np.uint32), info
+        info.append({"id": sid, "category_id": cat, "iscrowd": crowd, "area": area})
+    return sids[dense.reshape(semantic.shape)].astype(np.uint32), info
 
 
 def segment_classes(segments_info: list[dict], space: str | LabelSpace = VIPER15,
