@@ -72,7 +72,7 @@ demo: install
 	$(BIN)/vsda-train vat -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vat --init $(RUNS)/source/last.pt --resume
 	$(BIN)/vsda-train vst -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vst --init $(RUNS)/vat/last.pt --resume
 	$(BIN)/python -m benchmarks.report $(RUNS)/source $(RUNS)/vat $(RUNS)/vst --json $(RUNS)/table.json
-	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-vps:$(DEMO_DATA)/target --input-size 128x256
+	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-seq:$(DEMO_DATA)/oracle --input-size 128x256
 	$(BIN)/vsda-infer cityscapes-vps:$(DEMO_DATA)/target --model $(RUNS)/export/model.onnx --smooth none --no-show --report $(RUNS)/infer/report.json
 
 # Every benchmark suite on this machine (after the demo, whose model and data they use):

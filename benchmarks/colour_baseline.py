@@ -1,7 +1,7 @@
 """Can colour alone solve the synthetic benchmark? A per-pixel colour classifier, two ways.
 
 Nearest class mean in CIE Lab, fitted once on the labelled source frames (VIPER tree) and
-once on the target-train labels (the oracle tree); both are scored on the labelled
+once on the target-train labels (the oracle tree, ``cityscapes-seq``); both are scored on the labelled
 target-val frames (pixel accuracy and mIoU over one confusion matrix). The benchmark is
 fair only if the source-fitted classifier is far behind the target-fitted one: colour
 must not carry across domains on its own.
@@ -9,7 +9,7 @@ must not carry across domains on its own.
     python -m benchmarks.colour_baseline --data data/synth [--pred-out DIR] [--json FILE]
 
 ``--pred-out`` writes the source-fitted predictions of target-val, one uint8 train-id PNG
-per labelled frame named like the ground-truth image (``{stem}_leftImg8bit.png``), which
+per labelled frame named like its ``img/`` file (``{image_id}_newImg8bit.png`` or ``_leftImg8bit.png``), which
 ``vsda-train eval --pred DIR --gt cityscapes-vps:DATA/target`` scores.
 """
 
@@ -28,7 +28,9 @@ from rich.console import Console
 from rich.table import Table
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.evaluation import list_gt
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15
+from vsda_train.data.cityscapes_seq import CityscapesSeqDataset
 from vsda_train.data.viper import viper_to_train
 
 C = VIPER15.num_classes
@@ -64,12 +66,18 @@ def viper_frames(root: Path, split: str = "train") -> Iterator[tuple[np.ndarray,
 
 
 def vps_frames(root: Path, split: str) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
-    """Yield ``(rgb, train-id label, stem)`` of a split's labelled frames (``img/`` + ``panoptic_inst``)."""
-    for paths in vps.list_frames(root, split, "img").values():
-        for img in paths:
-            stem = vps.parse_frame_name(img.name).stem
-            semantic, _ = vps.read_panoptic_inst(root / split / "panoptic_inst" / f"{stem}{vps.INST_SUFFIX}")
-            yield read_rgb(img), semantic, stem
+    """Yield ``(rgb, train-id label, img/ file name)`` of a Cityscapes-VPS split's labelled frames."""
+    for frames in list_gt(root, split).values():
+        for g in frames:
+            yield read_rgb(g.image), g.read()[0], g.image.name
+
+
+def oracle_frames(root: Path, split: str = "train") -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+    """Yield ``(rgb, train-id label, name)`` of every labelled frame of the oracle (Cityscapes-Seq) tree."""
+    clips = CityscapesSeqDataset(root, split, pad_start=True)
+    for i in range(len(clips)):
+        sample = clips[i]
+        yield sample.frame, sample.label, sample.meta["name"]
 
 
 def fit_class_means(frames: Iterator[tuple[np.ndarray, np.ndarray, str]]) -> tuple[np.ndarray, int]:
@@ -117,17 +125,17 @@ def run(data: Path, pred_out: Path | None = None) -> dict:
     """Return the source-fitted vs target-fitted figures on target-val of the benchmark at ``data``."""
     start = time.perf_counter()
     fitted = {"source_fitted": fit_class_means(viper_frames(data / "source")),
-              "target_fitted": fit_class_means(vps_frames(data / "oracle", "train"))}
+              "target_fitted": fit_class_means(oracle_frames(data / "oracle"))}
     conf = {k: np.zeros((C, C), np.int64) for k in fitted}
     val_frames = 0
-    for rgb, gt, stem in vps_frames(data / "target", "val"):
+    for rgb, gt, name in vps_frames(data / "target", "val"):
         val_frames += 1
         for k, (means, _) in fitted.items():
             pred = predict(means, rgb)
             conf[k] += confusion(gt, pred)
             if pred_out is not None and k == "source_fitted":
                 pred_out.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(pred_out / f"{stem}{vps.IMAGE_SUFFIX}"), pred):
+                if not cv2.imwrite(str(pred_out / name), pred):
                     raise OSError(f"{pred_out}: cannot write predictions")
     result = {k: scores(c) for k, c in conf.items()}
     result["gap_pixel_accuracy"] = round(result["target_fitted"]["pixel_accuracy"]

@@ -98,8 +98,7 @@ def main(
         start = time.perf_counter()
         videos = list_gt(root, split)
         gt = [[f.read() for f in frames] for frames in videos.values()]
-        rgb = [[vps.read_rgb_png(root / split / "img" / f"{f.name.stem}{vps.IMAGE_SUFFIX}") for f in frames]
-               for frames in videos.values()]
+        rgb = [[vps.read_rgb_png(f.image) for f in frames] for frames in videos.values()]
         read_s = time.perf_counter() - start
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)

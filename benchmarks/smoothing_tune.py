@@ -1,7 +1,7 @@
 """Choose ``vsda-infer``'s smoothing defaults on target-**train** videos, then check them once on val.
 
     python -m benchmarks.smoothing_tune [--model runs/demo/export/model.onnx]
-        [--train cityscapes-vps:data/synth/oracle] [--val cityscapes-vps:data/synth/target]
+        [--train cityscapes-seq:data/synth/oracle] [--val cityscapes-vps:data/synth/target]
         [--alphas 0.3,0.45,0.6,0.75,0.85] [--json benchmarks/results/smoothing_tune.json]
 
 Every (mode, alpha) streams the labelled target-train videos through ``run_inference`` exactly as
@@ -40,7 +40,7 @@ def choose(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def main(
     model: Path = typer.Option(Path("runs/demo/export/model.onnx"), "--model"),
-    train: str = typer.Option("cityscapes-vps:data/synth/oracle", "--train", help="labelled target-train videos"),
+    train: str = typer.Option("cityscapes-seq:data/synth/oracle", "--train", help="labelled target-train videos"),
     val: str = typer.Option("cityscapes-vps:data/synth/target", "--val", help="labelled target-val videos"),
     alphas: str = typer.Option("0.3,0.45,0.6,0.75,0.85", "--alphas"),
     json_out: Path = typer.Option(Path("benchmarks/results/smoothing_tune.json"), "--json"),

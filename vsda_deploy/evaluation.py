@@ -1,17 +1,22 @@
 """Score predictions against Cityscapes-VPS ground truth: mIoU, VPQ and TC (no torch).
 
-Ground truth: ``ROOT/{split}/panoptic_video/*_gtFine_color.png`` with
-``ROOT/panoptic_gt_{split}_city_vps.json``, or ``ROOT/{split}/panoptic_inst/`` when the JSON
-is absent. Predictions, in either of two layouts:
+Ground truth is read by the one Cityscapes-VPS reader (``vsda_train.data.cityscapes_vps``):
+``panoptic_video/`` + ``panoptic_gt_{split}_city_vps.json`` where present, else
+``panoptic_inst/``. Predictions, in either of two layouts:
 
-* official: ``PRED/pan_pred/<image_id>.png`` + ``PRED/pred.json`` (19-trainId categories);
-* labels: one single-channel PNG of VIPER15 train ids (255 void) per frame, named like the
-  frame (``{stem}_leftImg8bit.png``), for the labelled frames or for every frame. They
-  become panoptic with ``PanopticTracker`` (linked over every predicted frame, with DIS
-  flow from ``ROOT/{split}/img_all`` or ``img``); TC is measured on consecutive frames.
+* official: ``PRED/pan_pred/{image_id}.png`` + ``PRED/pred.json`` (19-trainId categories),
+  scored by the rules of the official ``tools/eval_vpq.py`` (``vsda_deploy.vpq``): every
+  segment id is its own segment, whatever its class;
+* labels: one single-channel PNG of train ids (255 void) per frame, named after the frame:
+  ``{image_id}*.png`` or the plain Cityscapes name ``{city}_{seq}_{frame}*.png`` (what
+  ``vsda-infer --save-labels`` writes for ``img_all`` frames), for the labelled frames or for
+  every frame. They become panoptic with ``PanopticTracker`` (linked over every predicted
+  frame, with DIS flow from the frames); TC is measured on consecutive frames.
 
-Everything is scored in the VIPER15 space. ``evaluate_folder`` scores files,
-``evaluate_predictor`` a callable; both stream through the same ``SplitScorer``.
+Everything is scored in one label space (``label_space``: viper15 by default, synthia12, or
+cityscapes19, which scores official files exactly as the official scorer does); ground-truth
+classes outside it are void. ``evaluate_folder`` scores files, ``evaluate_predictor`` a
+callable; both stream through the same ``SplitScorer``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from rich.table import Table
 
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.flow import create_dis, dis_flow
-from vsda_deploy.labels import VIPER15, unknown_ids
+from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space, unknown_ids
 from vsda_deploy.metrics import ConfusionMatrix, TemporalConsistency, VideoPanopticQuality, VPQResult
 from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, PanopticTracker
+from vsda_deploy.vpq import Segments, segments_from_labels
+from vsda_train.data.cityscapes_vps import VpsLabels, list_labelled, named_frames, sequence_folder, split_videos
 
 GT_SPEC_PREFIX = "cityscapes-vps"
 PRED_JSON = "pred.json"
@@ -45,76 +52,52 @@ def parse_gt_spec(spec: str) -> Path:
     return Path(root)
 
 
+def _space(space: str | LabelSpace) -> LabelSpace:
+    return space if isinstance(space, LabelSpace) else get_label_space(space)
+
+
 # --- ground truth ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class GtFrame:
-    """One labelled frame: its name, official image id and label file."""
+    """One labelled frame: its name (``stem`` = image id), label file, image file and reader."""
 
     name: vps.VpsFrameName
     image_id: str
     path: Path
-    segments_info: list[dict] | None = None  # None: a panoptic_inst PNG
+    image: Path
+    labels: VpsLabels = field(compare=False, repr=False)
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(semantic, instance)`` in the VIPER15 space."""
-        if self.segments_info is None:
-            return vps.read_panoptic_inst(self.path)
-        seg = vps.rgb_to_id(vps.read_rgb_png(self.path))
-        return vps.from_segments(seg, self.segments_info, where=str(self.path))
+        """Return ``(semantic, instance)`` in the reader's label space."""
+        return self.labels.read(self.path, self.image_id)
 
 
-def _by_video(frames: Iterable[GtFrame]) -> dict[str, list[GtFrame]]:
-    videos: dict[str, list[GtFrame]] = {}
-    for f in frames:
-        videos.setdefault(f.name.video, []).append(f)
-    return {v: sorted(fs, key=lambda f: f.name.index) for v, fs in sorted(videos.items())}
-
-
-def _gt_from_json(root: Path, split: str, json_file: Path) -> list[GtFrame]:
-    data = vps.load_json(json_file)
-    if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{json_file}: expected 'images' and 'annotations' lists")
-    annotations = {str(a.get("image_id")): a for a in data["annotations"]}
-    folder = root / split / "panoptic_video"
-    frames = []
-    for image in data["images"]:
-        image_id = str(image.get("id"))
-        name = vps.parse_frame_name(str(image.get("file_name", image_id)))
-        ann = annotations.get(image_id)
-        if ann is None or "segments_info" not in ann:
-            raise ValueError(f"{json_file}: no annotation with segments_info for image {image_id}")
-        path = folder / f"{name.stem}{vps.VIDEO_GT_SUFFIX}"  # as the official scorer derives it
-        if not path.is_file() and "file_name" in ann:
-            path = folder / ann["file_name"]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: ground-truth PNG of image {image_id} not found")
-        frames.append(GtFrame(name, image_id, path, ann["segments_info"]))
-    return frames
-
-
-def list_gt(root: str | Path, split: str) -> dict[str, list[GtFrame]]:
-    """Return ``{video id: labelled frames in order}`` of a Cityscapes-VPS split.
-
-    Reads the official JSON + ``panoptic_video`` when the JSON exists, else ``panoptic_inst``.
-    """
+def list_gt(root: str | Path, split: str, label_space: str | LabelSpace = VIPER15,
+            vps_labels: str = "auto") -> dict[str, list[GtFrame]]:
+    """Return ``{video id: labelled frames in order}`` of a Cityscapes-VPS split (panoptic labels)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: Cityscapes-VPS root not found")
-    json_file = vps.json_path(root, split)
-    if json_file.is_file():
-        frames = _gt_from_json(root, split, json_file)
-    else:
-        folder = root / split / "panoptic_inst"
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{root}: neither {json_file.name} nor {split}/panoptic_inst/ found")
-        frames = []
-        for p in sorted(folder.glob(f"*{vps.INST_SUFFIX}")):
-            name = vps.parse_frame_name(p.name)
-            frames.append(GtFrame(name, name.stem, p))
-    if not frames:
-        raise FileNotFoundError(f"{root}: no labelled frames in split {split!r}")
-    return _by_video(frames)
+    labels = VpsLabels(root, split, vps_labels, _space(label_space))
+    if not labels.panoptic:
+        raise ValueError(f"{root / split}: VPQ needs panoptic labels (panoptic_video/ + "
+                         f"{vps.json_path(root, split).name}, or panoptic_inst/); found labelmap/ only")
+    return {v: [GtFrame(f.name, f.name.stem, labels.path(f), f.image, labels) for f in fs]
+            for v, fs in list_labelled(root, split).items()}
+
+
+def split_frames(root: Path, split: str, gt: dict[str, list[GtFrame]], every_frame: bool = True
+                 ) -> tuple[str, dict[str, list[tuple[vps.VpsFrameName, Path]]]]:
+    """Return ``(folder, {video: [(name, frame)]})``: every frame of each video (``img_all``, or
+    Cityscapes' ``leftImg8bit_sequence/val`` for a split without it) when there is such a
+    folder and ``every_frame``, else the labelled frames of ``img``."""
+    folder = sequence_folder(root, split, None) if every_frame else None
+    if folder is not None:
+        labelled = list_labelled(root, split)
+        return folder.name if folder.name == "img_all" else "leftImg8bit_sequence", named_frames(
+            labelled, split_videos(root, split, labelled)[1])
+    return "img", {v: [(g.name, g.image) for g in frames] for v, frames in gt.items()}
 
 
 # --- predictions ----------------------------------------------------------------------
@@ -134,35 +117,31 @@ def read_label_png(path: str | Path, num_classes: int = VIPER15.num_classes) -> 
     return label.astype(np.uint8)
 
 
+def _frame_key(name: str) -> str | None:
+    """Return the image id or the plain ``{city}_{seq}_{frame}`` a file is named after (None: neither)."""
+    for parse in (vps.parse_frame_name, vps.parse_cityscapes_name):
+        try:
+            return parse(name).stem
+        except ValueError:
+            continue
+    return None
+
+
 def list_label_predictions(pred_dir: str | Path) -> dict[str, Path]:
-    """Return ``{frame stem: PNG}`` of the PNGs under ``pred_dir`` named like Cityscapes-VPS frames."""
+    """Return ``{image id or plain frame name: PNG}`` of the frame-named PNGs under ``pred_dir``."""
     pred_dir = Path(pred_dir)
     found: dict[str, Path] = {}
     for path in sorted(pred_dir.rglob("*.png")):
-        try:
-            stem = vps.parse_frame_name(path.name).stem
-        except ValueError:
+        key = _frame_key(path.name)
+        if key is None:
             continue  # not a frame prediction (a figure, a colour legend...)
-        if stem in found:
-            raise ValueError(f"{path}: second prediction for frame {stem} (first: {found[stem]})")
-        found[stem] = path
+        if key in found:
+            raise ValueError(f"{path}: second prediction for frame {key} (first: {found[key]})")
+        found[key] = path
     if not found:
-        raise FileNotFoundError(f"{pred_dir}: no {PRED_JSON} and no label PNGs named like "
-                                f"VVVV_FFFF_city_seq_frame{vps.IMAGE_SUFFIX}")
+        raise FileNotFoundError(f"{pred_dir}: no {PRED_JSON} and no label PNGs named like frames "
+                                f"(VVVV_FFFF_city_seq_frame*.png or city_seq_frame*.png)")
     return found
-
-
-def _rgb_frames(root: Path, split: str) -> dict[str, Path]:
-    """Return ``{stem: RGB frame}`` from ``img`` and ``img_all`` (either may be absent)."""
-    frames: dict[str, Path] = {}
-    for folder in ("img", "img_all"):
-        try:
-            videos = vps.list_frames(root, split, folder)
-        except FileNotFoundError:
-            continue
-        for paths in videos.values():
-            frames.update({vps.parse_frame_name(p.name).stem: p for p in paths})
-    return frames
 
 
 @dataclass(frozen=True)
@@ -195,6 +174,7 @@ class EvalResult:
     pred_format: str
     class_names: tuple[str, ...] = VIPER15.classes
     notes: tuple[str, ...] = field(default_factory=tuple)
+    label_space: str = VIPER15.name
 
     def to_json(self) -> dict:
         """Return a JSON-ready dict (NaN -> null): miou, iou, vpq*, vpq_k*, tc, counts, notes."""
@@ -215,43 +195,55 @@ class EvalResult:
             "frames": self.frames,
             "videos": self.videos,
             "pred_format": self.pred_format,
+            "label_space": self.label_space,
             "notes": list(self.notes),
         }
 
 
 class SplitScorer:
-    """Streams the videos of a split into one confusion matrix, VPQ and TC."""
+    """Streams the videos of a split into one confusion matrix, VPQ and TC, in one label space."""
 
     def __init__(self, min_area: int = DEFAULT_MIN_AREA, link_iou: float = DEFAULT_LINK_IOU,
-                 preset: str = "medium") -> None:
-        self.space = VIPER15
-        self.cm = ConfusionMatrix(VIPER15.num_classes)
-        self.vpq = VideoPanopticQuality(VIPER15.num_classes, VIPER15.things)
-        self.tc = TemporalConsistency(VIPER15.num_classes, preset=preset)
-        self.tracker = PanopticTracker(VIPER15.things, min_area, link_iou, preset)
+                 preset: str = "medium", label_space: str | LabelSpace = VIPER15) -> None:
+        self.space = space = _space(label_space)
+        self.cm = ConfusionMatrix(space.num_classes)
+        self.vpq = VideoPanopticQuality(space.num_classes, space.things, evaluated=space.evaluated)
+        self.tc = TemporalConsistency(space.num_classes, preset=preset)
+        self.tracker = PanopticTracker(space.things, min_area, link_iou, preset)
         self._dis = create_dis(preset)
         self.frames = 0
         self.videos = 0
 
-    def score_labelled(self, gt: GtFrame, semantic: np.ndarray, instance: np.ndarray, where: str) -> None:
-        """Add one labelled frame (the next of the current video) to mIoU and VPQ."""
+    def _read_gt(self, gt: GtFrame, shape: tuple[int, ...], where: str) -> tuple[np.ndarray, np.ndarray]:
         gt_semantic, gt_instance = gt.read()
-        if gt_semantic.shape != semantic.shape:
-            raise ValueError(f"{where}: prediction is {semantic.shape[1]}x{semantic.shape[0]} but ground "
+        if gt_semantic.shape != shape:
+            raise ValueError(f"{where}: prediction is {shape[1]}x{shape[0]} but ground "
                              f"truth {gt.path.name} is {gt_semantic.shape[1]}x{gt_semantic.shape[0]}")
+        return gt_semantic, gt_instance
+
+    def score_labelled(self, gt: GtFrame, semantic: np.ndarray, instance: np.ndarray, where: str) -> None:
+        """Add one labelled frame (the next of the current video), prediction as ``(semantic, instance)``."""
+        gt_semantic, gt_instance = self._read_gt(gt, semantic.shape, where)
         self.cm.update(semantic, gt_semantic)
         self.vpq.update(gt_semantic, gt_instance, semantic, instance)
         self.frames += 1
 
-    def score_panoptic_video(self, frames: Iterable[tuple[GtFrame, np.ndarray, np.ndarray, str]]) -> None:
-        """Score one video of panoptic predictions ``(gt frame, semantic, instance, where)``."""
+    def score_segments(self, gt: GtFrame, semantic: np.ndarray, segments: Segments, where: str) -> None:
+        """Add one labelled frame, prediction as official segments (``semantic``: their classes, for mIoU)."""
+        gt_semantic, gt_instance = self._read_gt(gt, semantic.shape, where)
+        self.cm.update(semantic, gt_semantic)
+        self.vpq.update_segments(segments_from_labels(gt_semantic, gt_instance, self.space.things), segments)
+        self.frames += 1
+
+    def score_panoptic_video(self, frames: Iterable[tuple[GtFrame, np.ndarray, Segments, str]]) -> None:
+        """Score one video of official predictions ``(gt frame, semantic, segments, where)``."""
         self.vpq.reset()
         self.videos += 1
-        for gt, semantic, instance, where in frames:
-            self.score_labelled(gt, semantic, instance, where)
+        for gt, semantic, segments, where in frames:
+            self.score_segments(gt, semantic, segments, where)
 
     def score_semantic_video(self, frames: Iterable[PredFrame], gt: dict[str, GtFrame]) -> None:
-        """Score one video of semantic predictions in frame order; ``gt`` maps stems to labels."""
+        """Score one video of semantic predictions in frame order; ``gt`` maps frame stems to labels."""
         self.vpq.reset()
         self.tc.reset()
         self.tracker.reset()
@@ -279,13 +271,15 @@ class SplitScorer:
         if self.tc.pairs == 0:
             notes.append("TC not measured: no two consecutive frames predicted (with RGB frames for the flow)")
         return EvalResult(
-            miou=self.cm.miou(), iou=self.cm.table(self.space.classes), vpq=self.vpq.result(),
-            tc=self.tc.value(), tc_pairs=self.tc.pairs, frames=self.frames, videos=self.videos,
-            pred_format=pred_format, class_names=self.space.classes, notes=tuple(notes),
+            miou=self.cm.miou(self.space.eval_classes), iou=self.cm.table(self.space.classes),
+            vpq=self.vpq.result(), tc=self.tc.value(), tc_pairs=self.tc.pairs, frames=self.frames,
+            videos=self.videos, pred_format=pred_format, class_names=self.space.classes, notes=tuple(notes),
+            label_space=self.space.name,
         )
 
 
-def _official_videos(pred_dir: Path, gt: dict[str, list[GtFrame]]) -> Iterator[Iterator[tuple]]:
+def _official_videos(pred_dir: Path, gt: dict[str, list[GtFrame]],
+                     space: LabelSpace) -> Iterator[Iterator[tuple]]:
     json_file = pred_dir / PRED_JSON
     data = vps.load_json(json_file)
     if not isinstance(data.get("annotations"), list):
@@ -303,92 +297,92 @@ def _official_videos(pred_dir: Path, gt: dict[str, list[GtFrame]]) -> Iterator[I
         for g in video:
             png = pred_dir / PAN_PRED / f"{g.image_id}.png"
             seg = vps.rgb_to_id(vps.read_rgb_png(png))
-            semantic, instance = vps.from_segments(seg, annotations[g.image_id]["segments_info"], where=str(png))
-            yield g, semantic, instance, str(png)
+            info = annotations[g.image_id]["segments_info"]
+            semantic, _ = vps.from_segments(seg, info, str(png), space)
+            classes = {i: c for i, (c, _) in vps.segment_classes(info, space, str(png)).items()}
+            yield g, semantic, Segments(seg, classes), str(png)
 
     for video in gt.values():
         yield frames(video)
 
 
-def _label_videos(pred_dir: Path, gt: dict[str, list[GtFrame]], rgb: dict[str, Path],
-                  notes: list[str]) -> Iterator[tuple[Iterator[PredFrame], dict[str, GtFrame]]]:
+def _label_videos(pred_dir: Path, gt: dict[str, list[GtFrame]], frames: dict[str, list[tuple]],
+                  num_classes: int, notes: list[str]) -> Iterator[tuple[Iterator[PredFrame], dict[str, GtFrame]]]:
     preds = list_label_predictions(pred_dir)
-    missing = [g.name.stem for video in gt.values() for g in video if g.name.stem not in preds]
+    missing = [g for video in gt.values() for g in video if g.image_id not in preds and g.name.plain not in preds]
     if missing:
         raise FileNotFoundError(f"{pred_dir}: no prediction for {len(missing)} labelled frame(s), e.g. "
-                                f"{missing[0]} (expected {missing[0]}{vps.IMAGE_SUFFIX})")
-    by_video: dict[str, list[tuple[vps.VpsFrameName, Path]]] = {}
-    for stem, path in preds.items():
-        name = vps.parse_frame_name(stem)
-        by_video.setdefault(name.video, []).append((name, path))
-    extra = sum(len(v) for k, v in by_video.items() if k not in gt)
-    if extra:
-        notes.append(f"{extra} predicted frame(s) of videos without ground truth ignored")
-    no_rgb = sum(1 for stem in preds if stem not in rgb)
-    if no_rgb:
-        notes.append(f"{no_rgb} predicted frame(s) without an RGB frame: linked without optical flow")
+                                f"{missing[0].image_id} (expected {missing[0].image.name} or "
+                                f"{missing[0].name.plain}{vps.IMAGE_SUFFIX})")
+    by_video: dict[str, list[tuple[vps.VpsFrameName, Path, Path]]] = {}
+    used = set()
+    for v, named in frames.items():
+        for name, image in named:
+            key = name.stem if name.stem in preds else name.plain if name.plain in preds else None
+            if key is not None and v in gt:
+                by_video.setdefault(v, []).append((name, preds[key], image))
+                used.add(key)
+    if len(preds) > len(used):
+        notes.append(f"{len(preds) - len(used)} predicted frame(s) not in a labelled video of the split ignored")
 
-    def frames(video: list[tuple[vps.VpsFrameName, Path]]) -> Iterator[PredFrame]:
-        for name, path in sorted(video, key=lambda item: item[0].index):
-            image = vps.read_rgb_png(rgb[name.stem]) if name.stem in rgb else None
-            yield PredFrame(name, read_label_png(path), image, str(path))
+    def video_frames(video: list[tuple[vps.VpsFrameName, Path, Path]]) -> Iterator[PredFrame]:
+        for name, path, image in video:
+            yield PredFrame(name, read_label_png(path, num_classes), vps.read_rgb_png(image), str(path))
 
-    for video_id, video in gt.items():
-        yield frames(by_video[video_id]), {g.name.stem: g for g in video}
+    for v, labelled in gt.items():
+        yield video_frames(by_video[v]), {g.name.stem: g for g in labelled}
 
 
 def evaluate_folder(pred_dir: str | Path, gt_root: str | Path, split: str = "val", *,
                     min_area: int = DEFAULT_MIN_AREA, link_iou: float = DEFAULT_LINK_IOU,
-                    preset: str = "medium") -> EvalResult:
+                    preset: str = "medium", label_space: str | LabelSpace = VIPER15) -> EvalResult:
     """Return mIoU, VPQ and TC of a prediction folder (official or label PNGs) on a split."""
-    pred_dir, gt_root = Path(pred_dir), Path(gt_root)
+    pred_dir, gt_root, space = Path(pred_dir), Path(gt_root), _space(label_space)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: prediction folder not found")
-    gt = list_gt(gt_root, split)
-    scorer = SplitScorer(min_area, link_iou, preset)
+    gt = list_gt(gt_root, split, space)
+    scorer = SplitScorer(min_area, link_iou, preset, space)
     notes: list[str] = []
     if (pred_dir / PRED_JSON).is_file() or (pred_dir / PAN_PRED).is_dir():
-        for frames in _official_videos(pred_dir, gt):
+        for frames in _official_videos(pred_dir, gt, space):
             scorer.score_panoptic_video(frames)
         return scorer.result("official", notes)
-    for frames, labelled in _label_videos(pred_dir, gt, _rgb_frames(gt_root, split), notes):
-        scorer.score_semantic_video(frames, labelled)
+    folder, frames = split_frames(gt_root, split, gt)
+    if folder == "img":
+        notes.append(f"{gt_root / split}: no img_all/ (nor leftImg8bit_sequence/val): labelled frames only")
+    for video, labelled in _label_videos(pred_dir, gt, frames, space.num_classes, notes):
+        scorer.score_semantic_video(video, labelled)
     return scorer.result("labels", notes)
 
 
 def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], gt_root: str | Path, split: str = "val",
                        *, every_frame: bool = True, min_area: int = DEFAULT_MIN_AREA,
-                       link_iou: float = DEFAULT_LINK_IOU, preset: str = "medium") -> EvalResult:
-    """Return mIoU, VPQ and TC of ``predict(rgb) -> VIPER15 train-id map`` on a split.
+                       link_iou: float = DEFAULT_LINK_IOU, preset: str = "medium",
+                       label_space: str | LabelSpace = VIPER15) -> EvalResult:
+    """Return mIoU, VPQ and TC of ``predict(rgb) -> train-id map`` (of ``label_space``) on a split.
 
-    With ``every_frame`` the frames of ``img_all`` are predicted (linking and TC over
-    every frame), else only the labelled frames of ``img``.
+    With ``every_frame`` every frame of each video is predicted (``img_all``, or Cityscapes'
+    sequences for the train split: linking and TC over every frame), else only the labelled
+    frames of ``img``.
     """
-    gt_root = Path(gt_root)
-    gt = list_gt(gt_root, split)
-    folder = "img_all" if every_frame and (gt_root / split / "img_all").is_dir() else "img"
-    videos = vps.list_frames(gt_root, split, folder)
-    scorer = SplitScorer(min_area, link_iou, preset)
+    gt_root, space = Path(gt_root), _space(label_space)
+    gt = list_gt(gt_root, split, space)
+    folder, videos = split_frames(gt_root, split, gt, every_frame)
+    scorer = SplitScorer(min_area, link_iou, preset, space)
 
-    def frames(paths: list[Path]) -> Iterator[PredFrame]:
-        for path in paths:
+    def frames(named: list[tuple[vps.VpsFrameName, Path]]) -> Iterator[PredFrame]:
+        for name, path in named:
             image = vps.read_rgb_png(path)
             semantic = np.asarray(predict(image))
             if semantic.shape != image.shape[:2]:
                 raise ValueError(f"{path}: predict returned shape {semantic.shape}, expected {image.shape[:2]}")
-            bad = unknown_ids(semantic, VIPER15.num_classes)
+            bad = unknown_ids(semantic, space.num_classes)
             if bad:
                 raise ValueError(f"{path}: predict returned unknown class id(s) {bad[:5]}")
-            yield PredFrame(vps.parse_frame_name(path.name), semantic.astype(np.uint8), image, str(path))
+            yield PredFrame(name, semantic.astype(np.uint8), image, str(path))
 
     for video_id, labelled in gt.items():
-        paths = videos.get(video_id, [])
-        have = {vps.parse_frame_name(p.name).stem for p in paths}
-        missing = [g.name.stem for g in labelled if g.name.stem not in have]
-        if missing:
-            raise FileNotFoundError(f"{gt_root / split / folder}: labelled frame {missing[0]}{vps.IMAGE_SUFFIX} "
-                                    "not found")
-        scorer.score_semantic_video(frames(paths), {g.name.stem: g for g in labelled})
+        scorer.score_semantic_video(frames(videos[video_id]), {g.name.stem: g for g in labelled})
     return scorer.result(f"predictor ({folder})")
 
 
@@ -401,7 +395,8 @@ def _fmt(value: float) -> str:
 def render_result(result: EvalResult) -> Group:
     """Return a Rich renderable: per-class IoU and PQ per k, then mIoU, VPQ and TC."""
     ks = list(result.vpq.stats)
-    per_class = Table(title=f"per class: {result.frames} labelled frame(s), {result.videos} video(s)")
+    per_class = Table(title=f"per class ({result.label_space}): {result.frames} labelled frame(s), "
+                            f"{result.videos} video(s)")
     per_class.add_column("class")
     per_class.add_column("IoU", justify="right")
     for k in ks:

@@ -46,9 +46,9 @@ from rich.console import Console
 
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.backends import BACKENDS, ORT_PROVIDERS, ModelError, load_segmenter, parse_device
-from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec, parse_seq_name
+from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec
 from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer
-from vsda_deploy.labels import VIPER15
+from vsda_deploy.labels import LABEL_SPACES
 from vsda_deploy.latency import LatencyHistogram
 from vsda_deploy.live import live_line
 from vsda_deploy.metrics import VideoPanopticQuality
@@ -171,6 +171,7 @@ class Stream:
             check_file_output(Path(options.report), "--report")
         self.segmenter = load_segmenter(options.model, options.backend, options.device,
                                         provider=options.provider, precision=options.precision)
+        self.space = LABEL_SPACES.get(self.segmenter.meta.label_space)
         self.source, self.gt, self._parse_name = self._open_source(source)
         try:
             self._check_label_space()
@@ -180,8 +181,8 @@ class Stream:
         except BaseException:
             self.source.close()
             raise
-        self.tracker = PanopticTracker(VIPER15.things) if options.panoptic else None
-        self.scorer = SplitScorer() if self.gt is not None else None
+        self.tracker = PanopticTracker(self.space.things) if options.panoptic else None
+        self.scorer = SplitScorer(label_space=self.space) if self.gt is not None else None
         meta = self.segmenter.meta
         self.window = WindowSink(meta.palette, classes=meta.classes, legend=options.legend) if options.show else None
         self.latency = {stage: LatencyHistogram() for stage in STAGES}
@@ -198,17 +199,18 @@ class Stream:
         if dataset is not None:
             if o.gt:
                 raise OptionError(f"--gt {o.gt}: SOURCE {o.source} already brings its ground truth; drop --gt")
-            source, gt = open_dataset(o.source, o.split, o.realtime)
-            return source, gt, vps.parse_frame_name if dataset[0] == "cityscapes-vps" else parse_seq_name
-        gt = load_ground_truth(o.gt, o.split) if o.gt else None
+            source, gt = open_dataset(o.source, o.split, o.realtime, self.space or "viper15")
+            return source, gt, source.frame_name
+        gt = load_ground_truth(o.gt, o.split, self.space or "viper15") if o.gt else None
         source = source or open_source(o.source, realtime=o.realtime, max_reconnects=o.max_reconnects)
         return source, gt, gt.frame_name if gt else None
 
     def _check_label_space(self) -> None:
         meta = self.segmenter.meta
-        if (self.gt is not None or self.options.panoptic) and meta.classes != VIPER15.classes:
+        known = self.space is not None and meta.classes == self.space.classes
+        if (self.gt is not None or self.options.panoptic) and not known:
             raise ModelError(f"{self.segmenter.path}: its {meta.num_classes} classes ({meta.label_space}) are not "
-                             "the VIPER15 space that ground-truth scoring and --panoptic use")
+                             f"those of a label space that scoring and --panoptic know ({', '.join(LABEL_SPACES)})")
 
     def _open_sinks(self) -> dict[str, Sink]:
         """Return the outputs, each path checked (a probe written and removed); nothing is left on failure."""
@@ -413,7 +415,7 @@ class Stream:
             notes.append(f"{self.scorer.frames} of {len(self.gt.labelled)} labelled frames were streamed and scored")
         result = self.scorer.result(f"vsda-infer ({self.segmenter.backend})", notes)
         if self.gt.kind == "cityscapes-seq":  # no instance labels: VPQ is not measurable
-            empty = VideoPanopticQuality(VIPER15.num_classes, VIPER15.things).result()
+            empty = VideoPanopticQuality(self.space.num_classes, self.space.things).result()
             result = dataclasses.replace(result, vpq=empty, notes=(*result.notes, "cityscapes-seq: VPQ not "
                                                                    "measured (no instance labels)"))
         return result

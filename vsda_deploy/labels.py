@@ -137,12 +137,18 @@ CITYSCAPES_LABELID_TO_SYNTHIA12 = {
     7: 0, 8: 1, 11: 2, 13: 3, 17: 4, 19: 5, 20: 6, 21: 7, 23: 8, 24: 9, 25: 10, 26: 11,
 }
 CITYSCAPES_NUM_LABELIDS = 34
+# Cityscapes labelIds -> the 19 trainIds (cityscapesscripts ``labels.py``: trainId column).
+CITYSCAPES_LABELID_TO_CS19 = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
+    24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
 
 # Cityscapes 19 trainIds <-> VIPER15 (wall, pole, train -> void).
 CS19_TO_VIPER15 = {
     0: 0, 1: 1, 2: 2, 4: 3, 6: 4, 7: 5, 8: 6, 9: 7, 10: 8,
     11: 9, 12: 9, 13: 10, 14: 11, 15: 12, 17: 13, 18: 14,
 }
+CS19_TO_SYNTHIA12 = {0: 0, 1: 1, 2: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 10: 8, 11: 9, 12: 10, 13: 11}
 # The inverse is unique except person (11 and 12 -> 9): it maps back to person.
 VIPER15_TO_CS19 = {
     v: k for k, v in sorted(CS19_TO_VIPER15.items(), reverse=True)
@@ -152,9 +158,22 @@ VIPER_LUT = make_lut(VIPER_ID_TO_TRAIN)
 CITYSCAPES_LUT = {
     VIPER15.name: make_lut(CITYSCAPES_LABELID_TO_VIPER15),
     SYNTHIA12.name: make_lut(CITYSCAPES_LABELID_TO_SYNTHIA12),
+    CITYSCAPES19.name: make_lut(CITYSCAPES_LABELID_TO_CS19),
 }
 CS19_TO_VIPER15_LUT = make_lut(CS19_TO_VIPER15)
 VIPER15_TO_CS19_LUT = make_lut(VIPER15_TO_CS19)
+# Files in the official Cityscapes-VPS format carry 19 trainIds: per label space, the map
+# from them (classes outside the space -> 255) and back.
+FROM_CS19_LUT = {
+    VIPER15.name: CS19_TO_VIPER15_LUT,
+    SYNTHIA12.name: make_lut(CS19_TO_SYNTHIA12),
+    CITYSCAPES19.name: make_lut({i: i for i in range(CITYSCAPES19.num_classes)}),
+}
+TO_CS19_LUT = {
+    VIPER15.name: VIPER15_TO_CS19_LUT,
+    SYNTHIA12.name: make_lut({v: k for k, v in CS19_TO_SYNTHIA12.items()}),
+    CITYSCAPES19.name: FROM_CS19_LUT[CITYSCAPES19.name],
+}
 
 
 def unknown_ids(label: np.ndarray, valid: int | np.ndarray) -> list[int]:

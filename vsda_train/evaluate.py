@@ -79,7 +79,7 @@ def evaluate_model(model: nn.Module, spec: str, split: str = "val", label_space:
     if kind == "cityscapes-vps":
         from vsda_deploy.evaluation import evaluate_predictor
 
-        return evaluate_predictor(predict, root, split).to_json()
+        return evaluate_predictor(predict, root, split, label_space=label_space).to_json()
     return _miou_only(predict, spec, split, label_space)
 
 

@@ -52,8 +52,7 @@ def run(opts: SuiteOptions) -> SuiteResult:
     t0 = time.perf_counter()
     videos = list_gt(root, "val")
     gt = [[f.read() for f in frames] for frames in videos.values()]
-    rgb = [[vps.read_rgb_png(root / "val" / "img" / f"{f.name.stem}{vps.IMAGE_SUFFIX}") for f in frames]
-           for frames in videos.values()]
+    rgb = [[vps.read_rgb_png(f.image) for f in frames] for frames in videos.values()]
     read_s = time.perf_counter() - t0
     pred = [perturb(v, np.random.default_rng(i)) for i, v in enumerate(gt)]
     frames = sum(len(v) for v in gt)

@@ -84,9 +84,10 @@ def run(opts: SuiteOptions) -> SuiteResult:
 def _frame_size(root: Path) -> tuple[int, int]:
     """Return (H, W) of the first val frame (the export's nominal input size)."""
     from vsda_deploy import cityscapes_vps as vps
+    from vsda_deploy.evaluation import list_gt
 
-    first = next(iter(vps.list_frames(root, "val", "img_all").values()))[0]
-    return vps.read_rgb_png(first).shape[:2]
+    first = next(iter(list_gt(root, "val").values()))[0]
+    return vps.read_rgb_png(first.image).shape[:2]
 
 
 def _checks(rows: list[Row], size: tuple[int, int] | None) -> list[str]:

@@ -257,9 +257,13 @@ def test_saved_labels_and_panoptic_are_scored_the_same_by_evaluate_folder(models
     result = run_inference(InferOptions(f"cityscapes-vps:{bench}", models[0], smooth="flow", save_labels=labels,
                                         panoptic=True))
     metrics = result.report["metrics"]
-    frames = [p for paths in vps.list_frames(bench, "val", "img_all").values() for p in paths]
-    assert sorted(p.name for p in labels.glob("*.png")) == sorted(p.name for p in frames)  # named after frames
-    assert len(list((labels / "pan_pred").glob("*.png"))) == 20
+    labelled = sorted((bench / "val" / "img").iterdir())
+    frames = [p for p in sorted((bench / "val" / "img_all").iterdir())
+              if p.stem not in {f"{vps.parse_frame_name(q.name).plain}_leftImg8bit" for q in labelled}]
+    # named after the frames: labelled ones after their img/ file (image id), the others after img_all/
+    assert sorted(p.name for p in labels.glob("*.png")) == sorted(p.name for p in [*frames, *labelled])
+    assert len(frames) == 16 and len(list((labels / "pan_pred").glob("*.png"))) == 20
+    assert {vps.parse_frame_name(q.name).stem for q in labelled} <= {p.stem for p in (labels / "pan_pred").iterdir()}
     official = evaluate_folder(labels, bench).to_json()  # pan_pred/ + pred.json
     assert official["pred_format"] == "official"
     assert official["miou"] == metrics["miou"] and official["vpq"] == metrics["vpq"]
@@ -378,7 +382,7 @@ def fake_tensorrt(version: str) -> types.ModuleType:
     ("no-tensorrt", 1, "model.engine: needs the Python package 'tensorrt'"),
     ("other-tensorrt", 1, "model.engine: this engine cannot run here: built with TensorRT 10.3.0, this machine has "
                           "10.9.1"),
-    ("label-space", 1, "cs19.onnx: its 19 classes (cityscapes19) are not the VIPER15 space"),
+    ("label-space", 1, "cs19.onnx: its 19 classes (cityscapes19) are not those of a label space"),
     ("panoptic", 2, "--panoptic writes pan_pred/ + pred.json into the --save-labels folder"),
     ("bad-size", 2, "--input-size '64': expected HxW"),
     ("huge-size", 2, "--input-size 20000x20000: height and width must be within 16..4096 px"),

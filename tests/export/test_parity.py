@@ -27,6 +27,7 @@ from tests.export.test_onnx_export import random_checkpoint
 from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.backends import OrtSegmenter, Segmenter, TorchSegmenter
+from vsda_deploy.evaluation import list_gt
 from vsda_deploy.model_meta import ModelMeta, read_onnx_meta
 from vsda_deploy.pipeline import label_predictor, model_input
 from vsda_deploy.preprocess import IMAGENET
@@ -130,10 +131,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _labelled_val(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for p in sorted((root / "val" / "panoptic_inst").glob("*.png")):
-        stem = vps.parse_frame_name(p.name).stem
-        xs.append(model_input(vps.read_rgb_png(root / "val" / "img" / f"{stem}{vps.IMAGE_SUFFIX}"), None, IMAGENET)[0])
-        ys.append(vps.read_panoptic_inst(p)[0].astype(np.int64))
+    for g in (g for frames in list_gt(root, "val").values() for g in frames):
+        xs.append(model_input(vps.read_rgb_png(g.image), None, IMAGENET)[0])
+        ys.append(g.read()[0].astype(np.int64))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.labels import CITYSCAPES19
 
 H, W = 16, 32
 
@@ -120,62 +121,120 @@ def make_cityscapes_seq(root: Path, split: str = "val", snippets: tuple[tuple[st
 
 # --- Cityscapes-VPS ----------------------------------------------------------------------
 
+# Two real Cityscapes-VPS videos: (video, FFFF of its first labelled frame, city, seq, frame
+# number of its first labelled frame). Video 0001: ``0001_0001_frankfurt_000000_000279_newImg8bit.png``
+# (the first training image listed in TarViS's data README) around Cityscapes' labelled
+# ``frankfurt_000000_000294`` (DA-VSN ``CityscapesSeq_list/val.txt``, first line). Video 0005:
+# ``0005_0025_frankfurt_000000_001736_newImg8bit.png`` .. ``0005_0028_frankfurt_000000_001751_leftImg8bit.png``
+# (mcahny/vps ``tools/test_vpq.py``, comment), whose snippet starts at
+# ``img_all/frankfurt_000000_001732_leftImg8bit.png``. Labelled frames are frames 5, 10, ..., 30
+# of the snippet; the 4th of 6 (the snippet's 20th) is the Cityscapes-annotated ``_leftImg8bit`` one.
+VPS_VIDEOS = (("0001", 1, "frankfurt", 0, 279), ("0005", 25, "frankfurt", 0, 1736))
+VPS_LABELS = ("labelmap", "panoptic_inst", "panoptic_video")
+
+
+def vps_labelled(video: tuple = VPS_VIDEOS[0], labelled: int = 6) -> list[tuple[str, str, int]]:
+    """Return ``(image_id, img file name, frame number)`` of a video's labelled frames."""
+    v, count, city, seq, first = video
+    out = []
+    for j in range(labelled):
+        frame = first + 5 * j
+        image_id = f"{v}_{count + j:04d}_{city}_{seq:06d}_{frame:06d}"
+        suffix = "_leftImg8bit.png" if j == 3 else "_newImg8bit.png"
+        out.append((image_id, image_id + suffix, frame))
+    return out
+
+
+def vps_label_name(img_name: str) -> str:
+    """Return the label file name of an ``img/`` file, as tools/eval_vpq.py derives it."""
+    return img_name.replace("_newImg8bit.png", "_final_mask.png").replace("_leftImg8bit.png", "_gtFine_color.png")
+
+
 def vps_panoptic_inst() -> np.ndarray:
-    """Return a ``panoptic_inst`` map (19 trainIds): sky, road, rider 3, person 5, car crowd, pole, void, train."""
+    """Return a ``panoptic_inst`` map (19 trainIds): person #0, person #1, rider #0, car #0 and stuff.
+
+    obj_id 0 is an object: create_panoptic_labels.py writes ``trainId * 1000 + inst_id % 1000``.
+    """
     v = np.zeros((H, W), np.uint16)  # road
     v[0:4] = 10  # sky
-    v[6:10, 2:6] = 12003  # rider, instance 3 -> person 9, instance 3
-    v[6:10, 10:14] = 11005  # person, instance 5
-    v[6:10, 18:24] = 13  # car crowd -> car 10, instance 0
-    v[12:14, 0:4] = 5  # pole -> void
-    v[12:14, 28:32] = 255  # void
-    v[6:10, 26:30] = 16001  # train -> void
+    v[6:10, 2:6] = 11000  # person #0
+    v[6:10, 8:12] = 11001  # person #1
+    v[6:10, 14:18] = 12000  # rider #0
+    v[6:10, 20:26] = 13000  # car #0
+    v[12:14, 0:4] = 5  # pole -> void in VIPER15
+    v[12:14, 28:32] = 255  # void (also: thing pixels without instance)
+    v[6:10, 27:31] = 16000  # train #0 -> void in VIPER15
     return v
 
 
-def vps_stem(video: int, index: int) -> str:
-    return f"{video:04d}_{index:04d}_frankfurt_{video:06d}_{100 + index:06d}"
+def official_segments(inst: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Return the ``panoptic_video`` segment map and segments_info of a ``panoptic_inst`` map.
 
-
-def make_vps(root: Path, split: str = "val", videos: int = 2, n: int = 10, every: int = 5,
-             img_all: bool = True) -> Path:
-    """Write ``videos`` x ``n`` frames (index 1..n, tag = 10 * video + index) in ``img_all``;
-    every ``every``-th frame in ``img`` with ``panoptic_inst``, ``panoptic_video`` and the JSON."""
-    images, annotations = [], []
-    for v in range(1, videos + 1):
-        for i in range(1, n + 1):
-            stem = vps_stem(v, i)
-            frame = tag_frame(10 * v + i)
-            if img_all:
-                write_rgb(root / split / "img_all" / f"{stem}{vps.IMAGE_SUFFIX}", frame)
-            if i % every:
-                continue
-            write_rgb(root / split / "img" / f"{stem}{vps.IMAGE_SUFFIX}", frame)
-            inst = vps_panoptic_inst()
-            write_png(root / split / "panoptic_inst" / f"{stem}{vps.INST_SUFFIX}", inst)
-            seg, info = _official_segments(inst)
-            write_png(root / split / "panoptic_video" / f"{stem}{vps.VIDEO_GT_SUFFIX}", vps.id_to_rgb(seg))
-            images.append({"id": stem, "file_name": f"{stem}{vps.IMAGE_SUFFIX}", "height": H, "width": W})
-            annotations.append({"image_id": stem, "file_name": f"{stem}{vps.VIDEO_GT_SUFFIX}",
-                                "segments_info": info})
-    data = {"images": images, "annotations": annotations, "categories": vps.categories()}
-    (root / f"panoptic_gt_{split}_city_vps.json").write_text(json.dumps(data))
-    return root
-
-
-def _official_segments(inst: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """Return an official-style segment map of a ``panoptic_inst`` map with unrelated segment ids."""
+    Ids follow panopticapi's IdGenerator as create_panoptic_video_labels.py uses it: a stuff
+    segment is its category colour, a thing the category colour or one near it.
+    """
+    palette = dict(enumerate(CITYSCAPES19.palette))
     seg = np.zeros(inst.shape, np.uint32)
-    info = []
-    for n, value in enumerate(np.unique(inst).tolist()):
+    info, used = [], set()
+    for value in np.unique(inst).tolist():
         if value == 255:
             continue
         cat = value // 1000 if value >= 1000 else value
-        sid = 300 + 7 * n  # ids carry no class: only the JSON says what a segment is
+        r, g, b = palette[cat]
+        while (r, g, b) in used and value >= 1000:
+            r = (r + 7) % 256
+        used.add((r, g, b))
+        sid = r + 256 * g + 65536 * b
         seg[inst == value] = sid
-        crowd = int(cat >= 11 and value < 1000)
-        info.append({"id": sid, "category_id": cat, "iscrowd": crowd, "area": int((inst == value).sum())})
+        info.append({"id": sid, "category_id": cat, "iscrowd": 0, "area": int((inst == value).sum())})
     return seg, info
+
+
+def make_vps(root: Path, split: str = "val", videos: tuple = VPS_VIDEOS, img_all: bool = True,
+             labels: tuple[str, ...] = VPS_LABELS, labelled: int = 6) -> Path:
+    """Write a Cityscapes-VPS split as prepare_data/ leaves it; frame tag = frame number % 256.
+
+    ``img/`` holds the labelled frames, ``img_all/`` all 30 frames under plain Cityscapes names
+    (val/test), label folders get ``vps_panoptic_inst`` in their own encoding (labelmap uint8,
+    panoptic_inst 16-bit, panoptic_video RGB + the JSON).
+    """
+    images, annotations, all_info = [], [], []
+    for video in videos:
+        v, _, city, seq, first = video
+        for k, frame in enumerate(range(first - 4, first + 5 * labelled - 4), start=1):
+            all_info.append({"id": int(v) * 10000 + k, "file_name": f"{city}_{seq:06d}_{frame:06d}_leftImg8bit.png",
+                             "height": H, "width": W})
+            if img_all:
+                write_rgb(root / split / "img_all" / all_info[-1]["file_name"], tag_frame(frame % 256))
+        for image_id, img_name, frame in vps_labelled(video, labelled):
+            write_rgb(root / split / "img" / img_name, tag_frame(frame % 256))
+            inst = vps_panoptic_inst()
+            label = vps_label_name(img_name)
+            if "labelmap" in labels:
+                train_ids = np.where(inst >= 1000, inst // 1000, inst).astype(np.uint8)
+                write_png(root / split / "labelmap" / label, train_ids)
+            if "panoptic_inst" in labels:
+                write_png(root / split / "panoptic_inst" / label, inst)
+            if "panoptic_video" in labels:
+                seg, info = official_segments(inst)
+                write_png(root / split / "panoptic_video" / label, vps.id_to_rgb(seg))
+                images.append({"id": image_id, "file_name": img_name, "height": H, "width": W})
+                annotations.append({"image_id": image_id, "file_name": label, "segments_info": info})
+    if "panoptic_video" in labels:
+        data = {"images": images, "annotations": annotations, "categories": vps.categories()}
+        (root / f"panoptic_gt_{split}_city_vps.json").write_text(json.dumps(data))
+    if img_all:
+        (root / f"im_all_info_{split}_city_vps.json").write_text(json.dumps({"images": all_info}))
+    return root
+
+
+def make_cityscapes_sequences(root: Path, videos: tuple = VPS_VIDEOS, labelled: int = 6) -> Path:
+    """Write Cityscapes' ``leftImg8bit_sequence/val/{city}/`` frames of the given VPS videos."""
+    for _, _, city, seq, first in videos:
+        for frame in range(first - 4, first + 5 * labelled - 4):
+            name = f"{city}_{seq:06d}_{frame:06d}_leftImg8bit.png"
+            write_rgb(root / "leftImg8bit_sequence" / "val" / city / name, tag_frame(frame % 256))
+    return root
 
 
 # --- SYNTHIA-Seq -------------------------------------------------------------------------

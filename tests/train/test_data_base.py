@@ -84,8 +84,8 @@ def test_bad_spec_is_one_error_listing_the_kinds(spec) -> None:
 
 def test_spec_parsing_and_options(tmp_path) -> None:
     assert parse_spec("video:~/clip.mp4")[0] == "video"
-    assert dataset_options("viper") == ["pad_start", "ignore_ego_vehicle"]
-    assert dataset_options("cityscapes-vps") == ["pad_start", "vps_labels"]
+    assert dataset_options("viper") == ["pad_start", "frames", "ignore_ego_vehicle"]
+    assert dataset_options("cityscapes-vps") == ["pad_start", "frames", "vps_labels", "sequences"]
     make_viper(tmp_path)
     with pytest.raises(DatasetError, match=r"unknown option\(s\) \['camera'\] for viper"):
         build_dataset(f"viper:{tmp_path}", camera="x")
@@ -120,3 +120,16 @@ def test_flow_provider_gets_keys_and_frames(tmp_path) -> None:
 def test_loaders_import_no_torch() -> None:
     code = "import sys, vsda_train.data; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_frames_labelled_gives_labelled_positions_without_labels(tmp_path) -> None:
+    root = make_viper(tmp_path, n=6, labelled=(0, 3, 5))  # frame 0 has no t-1: no sample
+    positions = build_dataset(f"viper:{root}", labels=False, frames="labelled")
+    assert [(s.meta["video"], s.meta["index"], s.meta["prev_index"]) for s in positions] == [
+        ("001", 3, 2), ("001", 5, 4), ("002", 3, 2), ("002", 5, 4)]
+    assert all(s.label is None and s.meta["label_path"] is None for s in positions)
+    labelled = build_dataset(f"viper:{root}", frames="labelled")
+    assert [s.meta["index"] for s in labelled] == [3, 5, 3, 5] and labelled[0].label is not None
+    assert len(build_dataset(f"viper:{root}", labels=False)) == 2 * 5  # frames="all": every frame with a t-1
+    with pytest.raises(DatasetError, match=r"^frames: 'labelled' needs labelled frames; a video: source has none"):
+        build_dataset(f"video:{root / 'train' / 'img' / '001'}", labels=False, frames="labelled")

@@ -14,6 +14,7 @@ def spec(root) -> str:
 @pytest.mark.parametrize("space, rider, person, pole, car, road", [
     ("viper15", 9, 9, 255, 10, 0),
     ("synthia12", 10, 9, 4, 11, 0),
+    ("cityscapes19", 12, 11, 5, 13, 0),
 ])
 def test_label_ids_map_per_space(tmp_path, space, rider, person, pole, car, road) -> None:
     ds = build_dataset(spec(make_cityscapes_seq(tmp_path)), split="val", label_space=space)
@@ -65,11 +66,11 @@ def test_errors_for_missing_parts(tmp_path) -> None:
     with pytest.raises(DatasetError, match=r"leftImg8bit_sequence/val: Cityscapes-Seq 'val' frame folder not found"):
         build_dataset(spec(tmp_path), split="val")
     root = make_cityscapes_seq(tmp_path)
-    with pytest.raises(DatasetError, match=r"gtFine/train: Cityscapes 'train' label folder \(labels=True\) not found"):
+    with pytest.raises(DatasetError, match=r"gtFine/train: Cityscapes 'train' label folder \(gtFine_trainvaltest.zip"):
         (root / "leftImg8bit_sequence" / "train").mkdir()
         build_dataset(spec(root), split="train")
     with pytest.raises(DatasetError, match=r"^label_space: cityscapes-seq is read in"):
-        build_dataset(spec(root), split="val", label_space="cityscapes19")
+        build_dataset(spec(root), split="val", label_space="kitti")
     (root / "leftImg8bit_sequence" / "val" / "lindau" / "lindau_000007_000019_leftImg8bit.png").unlink()
     with pytest.raises(DatasetError, match=r"lindau_000007_000019_gtFine_labelIds\.png: label without its frame"):
         build_dataset(spec(root), split="val")
@@ -78,3 +79,27 @@ def test_errors_for_missing_parts(tmp_path) -> None:
 def test_labels_are_uint8_of_frame_size(tmp_path) -> None:
     sample = build_dataset(spec(make_cityscapes_seq(tmp_path)), split="val")[1]
     assert sample.label.dtype == np.uint8 and sample.label.shape == sample.frame.shape[:2]
+
+
+# DA-VSN davsn/dataset/CityscapesSeq_list/train.txt (2,975 lines) and val.txt (500): the labelled
+# 20th frames. Most train names end in _000019 (aachen/aachen_000000_000019_leftImg8bit.png), 1,098
+# do not (bochum/bochum_000000_000313_leftImg8bit.png); val starts with frankfurt_000000_000294 and
+# ends with munster/munster_000173_000019. CityscapesSeq.py pairs each with its frame - 1.
+REAL_TRAIN = (("aachen", 0, 19), ("bochum", 0, 313))
+REAL_VAL = (("frankfurt", 0, 294), ("munster", 173, 19))
+
+
+@pytest.mark.parametrize("split, snippets", [("train", REAL_TRAIN), ("val", REAL_VAL)])
+def test_real_names_give_one_sample_per_list_entry(tmp_path, split, snippets) -> None:
+    # Each snippet: 30 frames, the labelled one 20th (frames L-19 .. L+10).
+    root = make_cityscapes_seq(tmp_path, split, snippets, before=19, after=10)
+    ds = build_dataset(spec(root), split=split)
+    assert len(ds) == len(snippets)  # one per list line
+    assert [(s.meta["index"], s.meta["prev_index"]) for s in ds] == [(f, f - 1) for _, _, f in snippets]
+    assert sorted(ds.videos()) == sorted(f"{c}_{q:06d}_{f - 19:06d}" for c, q, f in snippets)
+    peers = build_dataset(spec(root), split=split, labels=False, frames="labelled")
+    assert [s.meta["name"] for s in peers] == [f"{c}_{q:06d}_{f:06d}.png" for c, q, f in snippets]
+    assert peers[0].label is None
+    every = build_dataset(spec(root), split=split, labels=False)
+    assert len(every) == 29 * len(snippets)
+    assert all(len(v) == 30 for v in every.video_frames.values())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import H, W, make_synthia, synthia_raw_label, write_png
+from tests.train.data_fixtures import H, W, make_synthia, synthia_raw_label, tag_frame, write_png, write_rgb
 from vsda_deploy.labels import SYNTHIA12, SYNTHIA_SEQ_LUT, SYNTHIA_SEQ_NUM_IDS
 from vsda_train.data import DatasetError, build_dataset
 
@@ -51,10 +51,28 @@ def test_unknown_id_and_missing_parts(tmp_path) -> None:
     path = write_png(seq / "GT" / "LABELS" / "Stereo_Left" / "Omni_F" / "000001.png", raw)
     with pytest.raises(DatasetError, match=rf"^{path}: unknown label id\(s\) \[20\]"):
         build_dataset(f"synthia-seq:{root}")[0]
-    with pytest.raises(DatasetError, match=r"Omni_B: SYNTHIA-Seq camera folder not found"):
+    with pytest.raises(DatasetError, match=r"Omni_B: SYNTHIA-Seq frame folder not found"):
         build_dataset(f"synthia-seq:{root}", camera="Stereo_Left/Omni_B")
     with pytest.raises(DatasetError, match=r"no SYNTHIA-Seq sequence"):
         build_dataset(f"synthia-seq:{tmp_path / 'SYNTHIA-SEQS-04-DAWN' / 'GT'}")
     (seq / "RGB" / "Stereo_Left" / "Omni_F" / "000001.png").unlink()
     with pytest.raises(DatasetError, match=r"000002\.png: neighbour frame 1 \(t-1\)"):
         build_dataset(f"synthia-seq:{root}", labels=False)
+
+
+def test_rearranged_layout_of_da_vsn_and_tps(tmp_path) -> None:
+    # DA-VSN and TPS read data/SynthiaSeq/SEQS-04-DAWN/rgb/NNNNNN.png + label/NNNNNN.png
+    # (davsn/dataset/SynthiaSeq.py, tps/dataset/SynthiaSeq.py); their SynthiaSeq_list/train.txt is
+    # "000001.png" .. "000849.png" (849 lines), each paired with frame - 1.
+    seq = tmp_path / "SEQS-04-DAWN"
+    for i in range(4):  # 000000 .. 000003
+        write_rgb(seq / "rgb" / f"{i:06d}.png", tag_frame(40 + i))
+        label = np.zeros((H, W, 3), np.uint16)
+        label[..., 0] = synthia_raw_label()
+        write_png(seq / "label" / f"{i:06d}.png", label)
+    ds = build_dataset(f"synthia-seq:{seq}")
+    assert len(ds) == 3  # list entries 000001 .. 000003: every labelled frame with a t-1
+    assert [s.meta["index"] for s in ds] == [1, 2, 3] and int(ds[0].prev[0, 0, 0]) == 40
+    assert ds.pair_keys(0) == ("rgb/000001.png", "rgb/000000.png") and ds[0].meta["name"] == "SEQS-04-DAWN_000001.png"
+    assert ds[0].label[0, 0] == 8 and ds[0].label[5, 13] == 11  # sky, car
+    assert len(build_dataset(f"synthia-seq:{tmp_path}", labels=False, frames="labelled")) == 3

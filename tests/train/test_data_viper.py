@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import H, W, make_viper, viper_raw_label, write_png
+from tests.train.data_fixtures import H, W, make_viper, tag_frame, viper_raw_label, write_png, write_rgb
 from vsda_train.data import DatasetError, ViperDataset, build_dataset
 from vsda_train.data.viper import viper_to_train
 
@@ -85,12 +85,36 @@ def test_jpg_frames_and_split(tmp_path) -> None:
 
 
 def test_instances_go_to_meta_when_present(tmp_path) -> None:
+    # VIPER inst PNGs (method.md, from the VIPER toolkit): R is the class, the instance is 256 G + B.
     root = make_viper(tmp_path, seqs=("001",), n=2)
     inst = np.zeros((H, W, 3), np.uint8)
-    inst[..., 0], inst[..., 1], inst[..., 2] = 24, 1, 2  # R, G, B in the file
+    inst[..., 0], inst[..., 1], inst[..., 2] = 24, 1, 2  # R, G, B in the file: car, instance 258
+    inst[0, 0] = (20, 0, 0)  # a person with instance 0
     write_png(root / "train" / "inst" / "001" / "001_00001.png", inst)
     meta = build_dataset(f"viper:{root}")[0].meta
-    assert meta["instance_raw"].dtype == np.int32 and (meta["instance_raw"] == 24 + 256 * 1 + 65536 * 2).all()
+    assert meta["instance_raw"].dtype == np.int32 and meta["instance_raw"][1, 1] == 256 * 1 + 2
+    assert meta["instance_class"][1, 1] == 24 and meta["instance_class"][0, 0] == 20 and meta["instance_raw"][0, 0] == 0
+    write_png(root / "train" / "inst" / "001" / "001_00001.png", np.zeros((H, W), np.uint16))
+    with pytest.raises(DatasetError, match=r"001_00001\.png: expected an 8-bit RGB instance PNG"):
+        build_dataset(f"viper:{root}")[0]
+
+
+def test_real_names_of_the_da_vsn_list(tmp_path) -> None:
+    # DA-VSN davsn/dataset/Viper_list/train.txt: "001/001_00010.jpg", "001/001_00020.jpg", ...,
+    # "077/077_02660.jpg" (13,367 lines): jpg frames, every 10th labelled (cls/001/001_00010.png);
+    # Viper.py pairs each with frame - 1 (001_00009.jpg).
+    for seq, frames in (("001", (10, 20)), ("077", (2650, 2660))):
+        for f in frames:
+            for i in (f - 1, f):
+                write_rgb_jpg = tmp_path / "train" / "img" / seq / f"{seq}_{i:05d}.jpg"
+                write_rgb(write_rgb_jpg, tag_frame(i % 256))
+            write_png(tmp_path / "train" / "cls" / seq / f"{seq}_{f:05d}.png", viper_raw_label())
+    ds = build_dataset(f"viper:{tmp_path}")
+    assert len(ds) == 4  # 4 list entries -> 4 samples, as the list implies
+    assert [(s.meta["video"], s.meta["index"], s.meta["prev_index"]) for s in ds] == [
+        ("001", 10, 9), ("001", 20, 19), ("077", 2650, 2649), ("077", 2660, 2659)]
+    assert ds.pair_keys(0) == ("train/img/001/001_00010.jpg", "train/img/001/001_00009.jpg")
+    assert ds[0].meta["name"] == "001_00010.png" and (ds[0].label == expected_label()).all()
 
 
 @pytest.mark.parametrize("labels", [True, False])
@@ -130,7 +154,7 @@ def test_missing_folders_and_empty_dataset(tmp_path) -> None:
     with pytest.raises(DatasetError, match=r"train/img: VIPER 'train' image folder not found"):
         build_dataset(f"viper:{tmp_path}")
     root = make_viper(tmp_path / "a", labelled=())
-    with pytest.raises(DatasetError, match=r"train/cls: VIPER 'train' class-label folder"):
+    with pytest.raises(DatasetError, match=r"train/cls: VIPER 'train' class-label folder \(labelled frames\)"):
         build_dataset(f"viper:{root}")
     (root / "train" / "cls").mkdir()
     with pytest.raises(DatasetError, match=r"train/img: no labelled frames found for viper split 'train'"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.deploy.test_evaluation import LABELLED, stem, write_label_preds, write_split
+from tests.deploy.test_evaluation import LABELLED, image_id, write_label_preds, write_split
 from vsda_deploy import cityscapes_vps as vps
 from vsda_train.cli import app
 
@@ -37,7 +37,7 @@ def test_eval_prints_table_and_writes_json(gt_root: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize("case, message", [
     ("spec", "error: kitti:"),
     ("missing", "missing: no prediction for 1 labelled frame(s)"),
-    ("size", "000005_leftImg8bit.png: prediction is 8x8 but its RGB frame is 64x40"),
+    ("size", "frankfurt_000000_000284_leftImg8bit.png: prediction is 8x8 but its RGB frame is 64x40"),
     ("segment", "segment id(s) [999] are in the PNG but not in the JSON"),
 ])
 def test_eval_errors_are_one_line_exit_1(gt_root: Path, tmp_path: Path, case: str, message: str) -> None:
@@ -49,14 +49,28 @@ def test_eval_errors_are_one_line_exit_1(gt_root: Path, tmp_path: Path, case: st
     elif case == "missing":
         write_label_preds(pred, LABELLED[:3])
     elif case == "size":
-        write_label_preds(pred, LABELLED, edit=lambda t, s: np.zeros((8, 8), np.uint8) if t == 5 else s)
+        write_label_preds(pred, LABELLED, edit=lambda t, s: np.zeros((8, 8), np.uint8) if t == 9 else s)
     else:
         seg = np.full((40, 64), 999, np.uint32)
         for t in LABELLED:
-            vps.write_rgb_png(pred / "pan_pred" / f"{stem(t)}.png", vps.id_to_rgb(seg))
+            vps.write_rgb_png(pred / "pan_pred" / f"{image_id(t)}.png", vps.id_to_rgb(seg))
         vps.dump_json(pred / "pred.json", {"annotations": [
-            {"image_id": stem(t), "segments_info": [{"id": 5, "category_id": 0}]} for t in LABELLED]})
+            {"image_id": image_id(t), "segments_info": [{"id": 5, "category_id": 0}]} for t in LABELLED]})
     res = runner.invoke(app, ["eval", "--pred", str(pred), "--gt", gt])
     assert res.exit_code == 1
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_label_space_option(gt_root: Path, tmp_path: Path) -> None:
+    write_label_preds(tmp_path / "pred", LABELLED)  # VIPER15 ids: road 0, building 2, person 9, car 10
+    res = runner.invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--gt", f"cityscapes-vps:{gt_root}",
+                              "--label-space", "cityscapes19", "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "s.json").read_text())
+    # read as 19 trainIds the same PNGs say wall (2 is building in both), person 9 is terrain, car 10 is sky
+    assert scores["label_space"] == "cityscapes19" and scores["iou"]["building"] == pytest.approx(100)
+    assert scores["iou"]["person"] == pytest.approx(0) and scores["miou"] < 60
+    bad = runner.invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--gt", f"cityscapes-vps:{gt_root}",
+                              "--label-space", "kitti"])
+    assert bad.exit_code == 2 and "--label-space" in bad.output and len(bad.output.strip().splitlines()) == 1

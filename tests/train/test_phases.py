@@ -33,7 +33,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_config(path: Path, synth: Path, runs: Path, **changes: dict) -> Path:
     cfg = {
         "data": {"source": f"viper:{synth}/source", "target": f"cityscapes-vps:{synth}/target",
-                 "val": f"cityscapes-vps:{synth}/target", "oracle": f"cityscapes-vps:{synth}/oracle",
+                 "val": f"cityscapes-vps:{synth}/target", "oracle": f"cityscapes-seq:{synth}/oracle",
                  "source_size": [64, 96], "target_size": [64, 96], "scale_range": [0.8, 1.2], "batch_size": 2},
         "model": {"name": "ddrnet23_slim", "kwargs": {"width": 8}},
         "optim": {"lr": 0.01, "head_lr_mult": 1.0, "iters": 4},

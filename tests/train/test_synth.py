@@ -15,6 +15,7 @@ from benchmarks import colour_baseline as cb
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15, VIPER_CAR_ID, VIPER_LUT
 from vsda_train.cli import app
+from vsda_train.data import CityscapesSeqDataset, build_dataset
 from vsda_train.data.viper import viper_to_train
 from vsda_train.synth import SynthConfig, generate, total_frames
 from vsda_train.synth import shapes as S
@@ -41,15 +42,19 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _labels(root: Path) -> dict[str, bytes]:
-    """Return ``{relative path: bytes}`` of every label file (VIPER cls/inst, panoptic PNGs, GT JSON)."""
+    """Return ``{relative path: bytes}`` of every label file (VIPER cls/inst, Cityscapes gtFine,
+    Cityscapes-VPS labelmap and panoptic PNGs, the JSONs)."""
     def is_label(p: Path) -> bool:
-        return "cls" in p.parts or "inst" in p.parts or p.parent.name.startswith("panoptic") or (
-            p.suffix == ".json" and p.name != "summary.json")
+        return bool({"cls", "inst", "gtFine", "labelmap"} & set(p.parts)) or p.parent.name.startswith("panoptic") \
+            or (p.suffix == ".json" and p.name != "summary.json")
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and is_label(p)}
 
 
-def _inst_path(root: Path, split: str, stem: str) -> Path:
-    return root / split / "panoptic_inst" / f"{stem}{vps.INST_SUFFIX}"
+def _viper_instances(path: Path) -> np.ndarray:
+    """Return 256 G + B of a VIPER inst PNG (R is the class)."""
+    bgr = _read(path).astype(np.int64)
+    assert bgr.dtype != np.uint16 and bgr.ndim == 3
+    return 256 * bgr[..., 1] + bgr[..., 0]
 
 
 # --- determinism and the output folder --------------------------------------------------------
@@ -57,8 +62,10 @@ def _inst_path(root: Path, split: str, stem: str) -> Path:
 def test_same_seed_gives_byte_identical_labels(data: Path, tmp_path: Path) -> None:
     generate(tmp_path / "again", TINY)
     first, again = _labels(data), _labels(tmp_path / "again")
-    # cls + inst of 3 source clips, oracle panoptic_inst of 2 clips, 4 val frames x 2 formats, the JSON
-    assert len(first) == 2 * 3 * 10 + 2 * 10 + 4 * 2 + 1 and first.keys() == again.keys()
+    # cls + inst of 3 source clips; labelmap of 2 x 2 train frames; labelmap, panoptic_inst and
+    # panoptic_video of 2 x 2 val frames; gtFine of 4 clips' Cityscapes frame; the oracle's
+    # 2 x 10 gtFine; the two JSONs
+    assert len(first) == 2 * 3 * 10 + 4 + 4 * 3 + 4 + 2 * 10 + 2 and first.keys() == again.keys()
     assert all(first[k] == again[k] for k in first)
     other = SynthConfig(**{**TINY.__dict__, "seed": 1})
     generate(tmp_path / "other", other)
@@ -106,8 +113,9 @@ def test_viper_tree_classes_instances_and_ego_vehicle(data: Path) -> None:
     assert [p.name for p in cls_files] == [f"001_{i:05d}.png" for i in range(TINY.frames)]
     for p in cls_files:
         raw = _read(p)
-        inst = _read(data / "source" / "train" / "inst" / "001" / p.name)
-        assert raw.dtype == np.uint8 and raw.ndim == 2 and inst.dtype == np.uint16
+        inst = _viper_instances(data / "source" / "train" / "inst" / "001" / p.name)
+        assert raw.dtype == np.uint8 and raw.ndim == 2
+        assert (_read(data / "source" / "train" / "inst" / "001" / p.name)[..., 2] == raw).all()  # R: the class
         assert _read(data / "source" / "train" / "img" / "001" / p.name).shape == (32, 64, 3)
         assert raw[-1, 32] == VIPER_CAR_ID  # the hood, bottom centre
         label = viper_to_train(raw, p)
@@ -122,7 +130,7 @@ def test_instance_ids_persist_over_a_clip(data: Path) -> None:
     frames_seen: dict[int, int] = {}
     for i in range(TINY.frames):
         label = VIPER_LUT[_read(root / "cls" / "002" / f"002_{i:05d}.png")]
-        inst = _read(root / "inst" / "002" / f"002_{i:05d}.png")
+        inst = _viper_instances(root / "inst" / "002" / f"002_{i:05d}.png")
         for iid in np.unique(inst[inst > 0]).tolist():
             owner.setdefault(iid, set()).update(np.unique(label[inst == iid]).tolist())
             frames_seen[iid] = frames_seen.get(iid, 0) + 1
@@ -130,50 +138,63 @@ def test_instance_ids_persist_over_a_clip(data: Path) -> None:
     assert sum(n == TINY.frames for n in frames_seen.values()) >= 3  # objects keep their id throughout
 
 
-# --- target: the Cityscapes-VPS tree ---------------------------------------------------------------
+# --- target: the Cityscapes and Cityscapes-VPS trees -------------------------------------------------
 
-def test_every_fifth_val_frame_is_labelled_and_train_is_not(data: Path) -> None:
+def test_cityscapes_vps_tree_as_prepare_data_leaves_it(data: Path) -> None:
     target = data / "target"
-    all_frames = vps.list_frames(target, "val", "img_all")
-    labelled = vps.list_frames(target, "val", "img")
-    assert sorted(all_frames) == sorted(labelled) == ["0001", "0002"]
-    for video, paths in labelled.items():
-        assert [vps.parse_frame_name(p.name).index for p in paths] == [5, 10]
-        assert [vps.parse_frame_name(p.name).index for p in all_frames[video]] == list(range(1, 11))
-    assert len(vps.list_frames(target, "train", "img_all")["0002"]) == TINY.frames
-    assert not (target / "train" / "img").exists() and not (target / "train" / "panoptic_inst").exists()
+    assert sorted(p.name for p in (target / "train").iterdir()) == ["img", "labelmap"]
+    assert sorted(p.name for p in (target / "val").iterdir()) == [
+        "img", "img_all", "labelmap", "panoptic_inst", "panoptic_video"]
+    val = sorted(p.name for p in (target / "val" / "img").iterdir())
+    # videos 3, 4 (train clips are 1, 2); FFFF counts labelled frames over the clips; frames 5 and 10
+    # of a clip are labelled, the 10th (the last, when a clip is shorter than 20) the Cityscapes one
+    assert val == ["0003_0005_munster_000000_000004_newImg8bit.png", "0003_0006_munster_000000_000009_leftImg8bit.png",
+                   "0004_0007_frankfurt_000000_000579_newImg8bit.png",
+                   "0004_0008_frankfurt_000000_000584_leftImg8bit.png"]
+    assert sorted(p.name for p in (target / "val" / "img_all").iterdir())[:2] == [
+        "frankfurt_000000_000575_leftImg8bit.png", "frankfurt_000000_000576_leftImg8bit.png"]
+    assert len(list((target / "val" / "img_all").iterdir())) == 2 * TINY.frames
+    for name in val:
+        label = vps.label_file_name(name)
+        assert _read(target / "val" / "labelmap" / label).dtype == np.uint8
+        assert _read(target / "val" / "panoptic_inst" / label).dtype == np.uint16
+        assert _read(target / "val" / "panoptic_video" / label).shape == (32, 64, 3)
+    frame = target / "val" / "img_all" / "munster_000000_000004_leftImg8bit.png"
+    assert os.stat(frame).st_ino == os.stat(data / "leftImg8bit_sequence" / "val" / "munster" / frame.name).st_ino
+    assert (data / "gtFine" / "val" / "munster" / "munster_000000_000009_gtFine_labelIds.png").is_file()
+    info = vps.load_json(vps.all_info_path(target, "val"))["images"]
+    assert info[0] == {"id": 30001, "file_name": "munster_000000_000000_leftImg8bit.png", "width": 64, "height": 32}
 
 
-def test_panoptic_inst_and_official_video_gt_agree(data: Path) -> None:
+def test_obj_id_0_and_panoptic_video_agree_with_panoptic_inst(data: Path) -> None:
     target = data / "target"
     gt = vps.load_json(vps.json_path(target, "val"))
-    stems = [a["image_id"] for a in gt["annotations"]]
-    assert stems == sorted(stems) and len(stems) == 4
-    assert [i["id"] for i in gt["images"]] == stems and gt["categories"] == vps.categories()
-    assert all(i["file_name"] == f"{i['id']}{vps.IMAGE_SUFFIX}" and (i["width"], i["height"]) == (64, 32)
-               for i in gt["images"])
-    for ann in gt["annotations"]:
-        sem, inst = vps.read_panoptic_inst(_inst_path(target, "val", ann["image_id"]))
+    assert [a["file_name"] for a in gt["annotations"]] == sorted(a["file_name"] for a in gt["annotations"])
+    assert [i["id"] for i in gt["images"]] == [a["image_id"] for a in gt["annotations"]]
+    assert gt["categories"] == vps.categories() and gt["categories"][8]["name"] == "vegitation"
+    obj_zero = 0
+    for image, ann in zip(gt["images"], gt["annotations"]):
+        assert vps.label_file_name(image["file_name"]) == ann["file_name"]
+        pan = _read(target / "val" / "panoptic_inst" / ann["file_name"]).astype(np.int64)
+        obj_zero += int(((pan >= 1000) & (pan % 1000 == 0)).any())
         seg = vps.rgb_to_id(vps.read_rgb_png(target / "val" / "panoptic_video" / ann["file_name"]))
-        sem2, inst2 = vps.from_segments(seg, ann["segments_info"])
-        assert (sem == sem2).all()
-        cs19 = vps.VIPER15_TO_CS19_LUT[sem].astype(np.int64)
-        assert (inst2 == np.where(inst > 0, (cs19 + 1) * 1000 + inst, 0)).all()
+        pairs = {(a, b) for a, b in zip(pan.ravel().tolist(), seg.ravel().tolist())}
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})  # one segment per value
         assert {s["area"] for s in ann["segments_info"]} and sum(s["area"] for s in ann["segments_info"]) \
-            == int((sem != IGNORE_INDEX).sum())
+            == int((pan != 255).sum())
+    assert obj_zero == len(gt["annotations"])  # every labelled frame has an object numbered 0
 
 
-def test_oracle_has_every_train_frame_labelled_as_links(data: Path) -> None:
-    frames = vps.list_frames(data / "target", "train", "img_all")
-    for paths in frames.values():
-        for p in paths:
-            link = data / "oracle" / "train" / "img_all" / p.name
-            assert link.read_bytes() == p.read_bytes()
-            assert os.stat(link).st_ino == os.stat(p).st_ino  # a hard link on this file system
-            stem = vps.parse_frame_name(p.name).stem
-            sem, _ = vps.read_panoptic_inst(_inst_path(data / "oracle", "train", stem))
-            assert sem.shape == (32, 64) and (sem != IGNORE_INDEX).mean() > .7
-    assert len(vps.list_frames(data / "oracle", "train", "img")["0001"]) == TINY.frames
+def test_readers_on_the_benchmark(data: Path) -> None:
+    target = f"cityscapes-vps:{data / 'target'}"
+    assert len(build_dataset(target, split="val")) == 4
+    assert len(build_dataset(target, split="train", labels=False)) == 2 * (TINY.frames - 1)
+    assert len(build_dataset(target, split="train", labels=False, frames="labelled")) == 4
+    oracle = build_dataset(f"cityscapes-seq:{data / 'oracle'}", split="train")
+    assert len(oracle) == 2 * (TINY.frames - 1) and oracle[0].meta["name"] == "frankfurt_000000_000276.png"
+    names = {build_dataset(target, split="train", labels=False)[i].meta["name"] for i in range(18)}
+    assert names == {oracle[i].meta["name"] for i in range(18)}  # pseudo-label accuracy matches by name
+    assert len(build_dataset(f"cityscapes-seq:{data}", split="val")) == 4  # each clip's Cityscapes frame
 
 
 def test_val_videos_read_back(data: Path) -> None:
@@ -216,9 +237,9 @@ def _road_interiors(img_dir: Path, labels: list[np.ndarray], images: list[Path])
 def test_target_is_textured_noisy_and_darker_than_source(data: Path) -> None:
     src = sorted((data / "source" / "train" / "img" / "001").glob("*.png"))
     src_labels = [VIPER_LUT[_read(data / "source" / "train" / "cls" / "001" / p.name)] for p in src]
-    tgt = sorted((data / "oracle" / "train" / "img_all").glob("0001_*"))
-    stems = [vps.parse_frame_name(p.name).stem for p in tgt]
-    tgt_labels = [vps.read_panoptic_inst(_inst_path(data / "oracle", "train", stem))[0] for stem in stems]
+    oracle = CityscapesSeqDataset(data / "oracle", "train", pad_start=True)
+    tgt = [Path(r.path) for r in oracle.records if r.video == oracle.records[0].video]
+    tgt_labels = [oracle[i].label for i, r in enumerate(oracle.records) if r.video == oracle.records[0].video]
     src_hf, tgt_hf = _road_interiors(data, src_labels, src), _road_interiors(data, tgt_labels, tgt)
     assert np.median(src_hf) == 0  # flat simulator shading: no texture inside a surface
     assert np.median(tgt_hf) > 2  # asphalt grain, markings, sensor noise, JPEG

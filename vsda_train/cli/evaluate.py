@@ -1,6 +1,6 @@
 """`vsda-train eval`: mIoU, VPQ and TC of a prediction folder, or of a checkpoint on a dataset.
 
-    vsda-train eval --pred PRED_DIR --gt cityscapes-vps:ROOT [--split val] [--json OUT.json]
+    vsda-train eval --pred PRED_DIR --gt cityscapes-vps:ROOT [--split val] [--label-space viper15] [--json OUT.json]
     vsda-train eval CKPT --data cityscapes-vps:ROOT [--split val] [--json OUT.json]
 """
 
@@ -13,6 +13,7 @@ from rich.console import Console
 
 from vsda_deploy.cityscapes_vps import dump_json
 from vsda_deploy.evaluation import evaluate_folder, parse_gt_spec, render_result
+from vsda_deploy.labels import LABEL_SPACES
 from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA
 
 
@@ -21,7 +22,8 @@ def evaluate(
     data: str | None = typer.Option(None, "--data", help="with CKPT: labelled dataset spec, e.g. "
                                     "cityscapes-vps:ROOT (mIoU, VPQ, TC) or cityscapes-seq:ROOT (mIoU)"),
     pred: Path | None = typer.Option(None, "--pred", help="prediction folder: pan_pred/ + pred.json, or one "
-                                     "VIPER15 train-id PNG per frame named {stem}_leftImg8bit.png"),
+                                     "train-id PNG per frame named after it ({image_id}*.png or "
+                                     "{city}_{seq}_{frame}*.png)"),
     gt: str | None = typer.Option(None, "--gt", help="with --pred: ground truth, cityscapes-vps:ROOT"),
     split: str = typer.Option("val", "--split", help="split folder under ROOT"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the scores to this JSON file"),
@@ -30,10 +32,15 @@ def evaluate(
                                  help="label PNGs: thing components below this many pixels get no instance"),
     link_iou: float = typer.Option(DEFAULT_LINK_IOU, "--link-iou",
                                    help="label PNGs: mask IoU needed to carry an instance id to the next frame"),
+    label_space: str = typer.Option("viper15", "--label-space", help="with --pred: the space scores are computed "
+                                    "in (viper15 | synthia12 | cityscapes19; label PNGs hold its train ids)"),
 ) -> None:
     """Score predictions (--pred/--gt) or a checkpoint (CKPT --data): mIoU, VPQ (k=0,5,10,15) and TC."""
     if (checkpoint is None) == (pred is None):
         typer.echo("error: give either CKPT --data SPEC or --pred DIR --gt SPEC", err=True)
+        raise typer.Exit(2)
+    if label_space not in LABEL_SPACES:
+        typer.echo(f"error: --label-space {label_space!r}: choose from {', '.join(LABEL_SPACES)}", err=True)
         raise typer.Exit(2)
     try:
         if checkpoint is not None:
@@ -43,7 +50,8 @@ def evaluate(
             return
         if not gt:
             raise ValueError("--pred needs --gt cityscapes-vps:ROOT")
-        result = evaluate_folder(pred, parse_gt_spec(gt), split, min_area=min_area, link_iou=link_iou)
+        result = evaluate_folder(pred, parse_gt_spec(gt), split, min_area=min_area, link_iou=link_iou,
+                                 label_space=label_space)
         if json_out is not None:
             dump_json(json_out, result.to_json())
     except (ValueError, OSError) as e:
@@ -62,7 +70,8 @@ def _score_checkpoint(checkpoint: Path, data: str, split: str, json_out: Path | 
     if data.startswith("cityscapes-vps:"):
         from vsda_deploy.evaluation import evaluate_predictor
 
-        result = evaluate_predictor(predictor(model, device, size, norm), parse_gt_spec(data), split)
+        result = evaluate_predictor(predictor(model, device, size, norm), parse_gt_spec(data), split,
+                                    label_space=ckpt.get("label_space", "viper15"))
         Console().print(render_result(result))
         scores = result.to_json()
     else:

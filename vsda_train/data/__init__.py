@@ -66,8 +66,10 @@ def build_dataset(spec: str, split: str = "train", k: int = 1, labels: bool = Tr
     """Return the clip dataset of ``spec`` (e.g. ``viper:/data/viper``).
 
     ``label_space`` None means the dataset's own space (synthia12 for synthia-seq, viper15
-    otherwise). ``options`` are per kind: ``pad_start`` (all), ``ignore_ego_vehicle`` (viper),
-    ``vps_labels`` (cityscapes-vps), ``camera`` (synthia-seq).
+    otherwise). ``options`` are per kind: ``pad_start`` and ``frames`` (all: ``"all"`` or
+    ``"labelled"``, see ``ClipDataset``), ``ignore_ego_vehicle`` (viper), ``vps_labels`` and
+    ``sequences`` (cityscapes-vps), ``camera`` (synthia-seq). ``docs/datasets.md`` says which
+    folder each spec points at.
     """
     kind, path = parse_spec(spec)
     unknown = sorted(set(options) - set(dataset_options(kind)))

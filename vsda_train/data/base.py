@@ -175,9 +175,16 @@ def neighbour(frames: Mapping[int, str], i: int, k: int, pad_start: bool, video:
 
 # --- the base class ----------------------------------------------------------------------
 
+FRAMES = ("all", "labelled")
+
+
 class ClipDataset:
     """A list of clips (frame t, frame t-k, label of t) of one dataset split.
 
+    Which frames are samples: with ``labels`` (or ``frames="labelled"``) the labelled frames,
+    else (``frames="all"``) every frame that has a t-k neighbour. ``frames="labelled"`` with
+    ``labels=False`` gives the labelled-frame positions without reading a label (what the
+    peers train on: e.g. the 2,975 labelled Cityscapes frames and their t-1).
     Subclasses fill ``self.records`` in ``__init__`` and implement ``load_label``.
     """
 
@@ -186,17 +193,26 @@ class ClipDataset:
 
     def __init__(self, root: str | Path, split: str = "train", k: int = 1, labels: bool = True,
                  flow: FlowProvider | None = None, label_space: str | None = None,
-                 pad_start: bool = False) -> None:
+                 pad_start: bool = False, frames: str = "all") -> None:
         if int(k) < 1:
             raise DatasetError(f"k: the frame offset must be >= 1, got {k}")
+        if frames not in FRAMES:
+            raise DatasetError(f"frames: {frames!r} is not one of {list(FRAMES)}")
         self.root = Path(root)
         self.split = split
         self.k = int(k)
         self.labels = labels
+        self.frames_mode = frames
         self.flow = flow
         self.pad_start = pad_start
         self.label_space = self._resolve_space(label_space)
         self.records: list[FrameRecord] = []
+        self.video_frames: dict[str, dict[int, str]] = {}  # every frame of every video, by index
+
+    @property
+    def labelled_positions(self) -> bool:
+        """Whether the samples are the labelled frames (``labels`` or ``frames="labelled"``)."""
+        return self.labels or self.frames_mode == "labelled"
 
     def _resolve_space(self, name: str | None) -> LabelSpace:
         name = name or self.label_spaces[0]
@@ -206,16 +222,17 @@ class ClipDataset:
 
     def _require_records(self, where: Path) -> None:
         if not self.records:
-            what = "labelled frames" if self.labels else f"frames with a t-{self.k} neighbour"
+            what = "labelled frames" if self.labelled_positions else f"frames with a t-{self.k} neighbour"
             raise DatasetError(f"{where}: no {what} found for {self.dataset} split {self.split!r}")
 
     def _index(self, videos: Mapping[str, Mapping[int, str]], labelled: Mapping[tuple[str, int], str] | None,
                name_of: Callable[[str, int, str], str]) -> None:
         """Fill ``self.records`` from ``{video: {index: frame path}}``.
 
-        With ``labelled`` (``{(video, index): label path}``) the samples are the labelled
-        frames; without, every frame that has a t-k neighbour.
+        With ``labelled`` (``{(video, index): label path or None}``) the samples are the
+        labelled frames; without, every frame that has a t-k neighbour.
         """
+        self.video_frames = {v: dict(sorted(f.items())) for v, f in videos.items()}
         pairs: list[tuple[str, int, int, str | None]] = []
         if labelled is None:
             for v, frames in videos.items():
@@ -242,6 +259,10 @@ class ClipDataset:
     def read_frame(self, path: str) -> np.ndarray:
         """Return the RGB frame stored at ``path``."""
         return read_image(path)
+
+    def record_meta(self, rec: FrameRecord) -> dict:
+        """Return extra ``meta`` entries of a record (a dataset's own names and ids)."""
+        return {}
 
     # -- the contract -------------------------------------------------------------------
 
@@ -292,7 +313,7 @@ class ClipDataset:
             "dataset": self.dataset, "split": self.split, "video": rec.video, "index": rec.index,
             "prev_index": rec.prev_index, "k": self.k, "path": rec.path, "prev_path": rec.prev_path,
             "label_path": rec.label_path, "name": rec.name, "label_space": self.label_space.name,
-            **extra,
+            **self.record_meta(rec), **extra,
         }
         return ClipSample(frame, prev, label, flow, meta)
 

@@ -1,8 +1,12 @@
 """SYNTHIA-Seq (SYNTHIA-SEQS, Ros et al., 2016): the second simulator source, read in SYNTHIA12.
 
-One sequence folder (e.g. ``SYNTHIA-SEQS-04-DAWN``) holds ``RGB/{camera}/NNNNNN.png`` and
-``GT/LABELS/{camera}/NNNNNN.png``, camera ``Stereo_Left/Omni_F`` by default (the one DA-VSN
-and TPS train on). ROOT is one sequence folder or a folder of them (one video each).
+Two layouts, one video per sequence folder; ROOT is one sequence folder or a folder of them:
+
+* official (the ``SYNTHIA-SEQS-04-DAWN.rar`` release): ``RGB/{camera}/NNNNNN.png`` and
+  ``GT/LABELS/{camera}/NNNNNN.png``, camera ``Stereo_Left/Omni_F`` by default (the one
+  DA-VSN and TPS train on);
+* rearranged, as DA-VSN and TPS read it (``data/SynthiaSeq/SEQS-04-DAWN``): ``rgb/NNNNNN.png``
+  and ``label/NNNNNN.png``, the same files under other folder names (``camera`` unused).
 
 The label PNG is 16-bit multi-channel; the class id is its *first* channel (R), which is
 what imageio/PIL return at ``[..., 0]`` (DA-VSN) and OpenCV, reading BGR(A), returns at
@@ -30,6 +34,7 @@ from vsda_train.data.base import (
 )
 
 DEFAULT_CAMERA = "Stereo_Left/Omni_F"
+REARRANGED = ("rgb", "label")  # DA-VSN / TPS folder names
 
 
 def read_synthia_label(path: str | Path) -> np.ndarray:
@@ -50,27 +55,39 @@ def _numbered_pngs(folder: Path) -> dict[int, str]:
     return frames
 
 
+def sequence_folders(seq: Path, camera: str) -> tuple[Path, Path] | None:
+    """Return ``(frame folder, label folder)`` of one sequence in either layout, None if it is none."""
+    if (seq / "RGB").is_dir():
+        return seq / "RGB" / camera, seq / "GT" / "LABELS" / camera
+    if (seq / REARRANGED[0]).is_dir():
+        return seq / REARRANGED[0], seq / REARRANGED[1]
+    return None
+
+
 class SynthiaSeqDataset(ClipDataset):
-    """SYNTHIA-Seq clips; with ``labels`` the samples are the frames that have a label PNG."""
+    """SYNTHIA-Seq clips; labelled samples are the frames that have a label PNG."""
 
     dataset = "synthia-seq"
     label_spaces = ("synthia12",)
 
     def __init__(self, root: str | Path, split: str = "train", k: int = 1, labels: bool = True,
                  flow: FlowProvider | None = None, label_space: str | None = None,
-                 pad_start: bool = False, camera: str = DEFAULT_CAMERA) -> None:
-        super().__init__(root, split, k, labels, flow, label_space, pad_start)
+                 pad_start: bool = False, frames: str = "all", camera: str = DEFAULT_CAMERA) -> None:
+        super().__init__(root, split, k, labels, flow, label_space, pad_start, frames)
         require_dir(self.root, "SYNTHIA-Seq root")
-        sequences = [self.root] if (self.root / "RGB").is_dir() else sorted(
-            d for d in self.root.iterdir() if (d / "RGB").is_dir())
+        found = {self.root: sequence_folders(self.root, camera)}
+        if found[self.root] is None:
+            found = {d: sequence_folders(d, camera) for d in sorted(self.root.iterdir()) if d.is_dir()}
+        sequences = {d: f for d, f in found.items() if f is not None}
         if not sequences:
-            raise DatasetError(f"{self.root}: no SYNTHIA-Seq sequence (a folder with RGB/{camera}/)")
-        videos, labelled = {}, {} if labels else None
-        for seq in sequences:
-            videos[seq.name] = _numbered_pngs(require_dir(seq / "RGB" / camera, "SYNTHIA-Seq camera folder"))
-            if labels:
-                gt = require_dir(seq / "GT" / "LABELS" / camera, "SYNTHIA-Seq label folder (labels=True)")
-                labelled.update({(seq.name, i): p for i, p in _numbered_pngs(gt).items()})
+            raise DatasetError(f"{self.root}: no SYNTHIA-Seq sequence (a folder with RGB/{camera}/, "
+                               f"or rgb/ + label/ as DA-VSN and TPS arrange it)")
+        videos, labelled = {}, {} if self.labelled_positions else None
+        for seq, (rgb, gt) in sequences.items():
+            videos[seq.name] = _numbered_pngs(require_dir(rgb, "SYNTHIA-Seq frame folder"))
+            if labelled is not None:
+                gt = require_dir(gt, "SYNTHIA-Seq label folder (labelled frames)")
+                labelled.update({(seq.name, i): p if labels else None for i, p in _numbered_pngs(gt).items()})
         self._index(videos, labelled, lambda v, i, p: f"{v}_{Path(p).stem}.png")
         self._require_records(self.root)
 

@@ -46,8 +46,10 @@ class VideoDataset(ClipDataset):
 
     def __init__(self, root: str | Path, split: str = "train", k: int = 1, labels: bool = True,
                  flow: FlowProvider | None = None, label_space: str | None = None,
-                 pad_start: bool = False) -> None:
-        super().__init__(root, split, k, labels, flow, label_space, pad_start)
+                 pad_start: bool = False, frames: str = "all") -> None:
+        super().__init__(root, split, k, labels, flow, label_space, pad_start, frames)
+        if frames == "labelled":
+            raise DatasetError("frames: 'labelled' needs labelled frames; a video: source has none (use 'all')")
         self.labels = False  # a recording has no labels, whatever was asked
         self.source = self.root
         if not self.source.exists():

@@ -2,9 +2,10 @@
 
 Layout: ``ROOT/{split}/img/SSS/SSS_NNNNN.jpg|png`` (every frame), class labels
 ``ROOT/{split}/cls/SSS/SSS_NNNNN.png`` (VIPER class ids 0..31, single-channel or palette
-PNG) and, where present, instances ``ROOT/{split}/inst/SSS/SSS_NNNNN.png``. The previous
-frame of ``SSS_NNNNN`` is ``SSS_(NNNNN-k)``. The ego vehicle (the car component that
-contains the bottom-centre pixel) is ignored, as the field does.
+PNG; every 10th frame in the release, 13,367 of them in DA-VSN's train list) and, where
+downloaded, instances ``ROOT/{split}/inst/SSS/SSS_NNNNN.png`` (R = class id, instance =
+256 G + B). The previous frame of ``SSS_NNNNN`` is ``SSS_(NNNNN-k)``. The ego vehicle (the
+car component that contains the bottom-centre pixel) is ignored, as the field does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vsda_deploy.cityscapes_vps import rgb_to_id
 from vsda_deploy.labels import IGNORE_INDEX, VIPER_CAR_ID, VIPER_LUT, VIPER_NUM_IDS
 from vsda_train.data.base import (
     IMAGE_EXTENSIONS,
@@ -48,14 +48,16 @@ def viper_to_train(raw: np.ndarray, path: str | Path = "<array>", ignore_ego_veh
     return label
 
 
-def read_instance(path: Path) -> np.ndarray:
-    """Return a VIPER instance PNG as an int32 id map (colour PNGs packed as R + 256 G + 256^2 B)."""
+def read_instance(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(class ids, instance ids)`` of a VIPER ``inst`` PNG: R is the class, 256 G + B the instance."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"{path}: unreadable or corrupt instance image")
-    if img.ndim == 3:
-        return rgb_to_id(img[..., 2::-1]).astype(np.int32)
-    return img.astype(np.int32)
+    if img.ndim != 3 or img.shape[2] < 3 or img.dtype != np.uint8:
+        raise DatasetError(f"{path}: expected an 8-bit RGB instance PNG (R class, 256 G + B instance), "
+                           f"got shape {img.shape} {img.dtype}")
+    blue, green, red = (img[..., c].astype(np.int32) for c in range(3))  # OpenCV order is B, G, R
+    return red, 256 * green + blue
 
 
 def _frames_of(folder: Path, extensions: tuple[str, ...]) -> dict[int, str]:
@@ -79,23 +81,28 @@ def _sequences(folder: Path, extensions: tuple[str, ...]) -> dict[str, dict[int,
 
 
 class ViperDataset(ClipDataset):
-    """VIPER clips; with ``labels`` the samples are the frames that have a ``cls`` label."""
+    """VIPER clips; labelled samples are the frames that have a ``cls`` label.
+
+    ``meta["instance_raw"]`` (int32, 256 G + B) and ``meta["instance_class"]`` (R) come from
+    the ``inst`` PNG of a labelled frame where it exists.
+    """
 
     dataset = "viper"
     label_spaces = ("viper15",)
 
     def __init__(self, root: str | Path, split: str = "train", k: int = 1, labels: bool = True,
                  flow: FlowProvider | None = None, label_space: str | None = None,
-                 pad_start: bool = False, ignore_ego_vehicle: bool = True) -> None:
-        super().__init__(root, split, k, labels, flow, label_space, pad_start)
+                 pad_start: bool = False, frames: str = "all", ignore_ego_vehicle: bool = True) -> None:
+        super().__init__(root, split, k, labels, flow, label_space, pad_start, frames)
         self.ignore_ego_vehicle = ignore_ego_vehicle
         require_dir(self.root, "VIPER root")
         img_dir = require_dir(self.root / split / "img", f"VIPER {split!r} image folder")
         videos = _sequences(img_dir, IMAGE_EXTENSIONS)
         labelled = None
-        if labels:
-            cls_dir = require_dir(self.root / split / "cls", f"VIPER {split!r} class-label folder (labels=True)")
-            labelled = {(v, i): p for v, fr in _sequences(cls_dir, (".png",)).items() for i, p in fr.items()}
+        if self.labelled_positions:
+            cls_dir = require_dir(self.root / split / "cls", f"VIPER {split!r} class-label folder (labelled frames)")
+            labelled = {(v, i): p if labels else None
+                        for v, fr in _sequences(cls_dir, (".png",)).items() for i, p in fr.items()}
         self._index(videos, labelled, lambda v, i, p: f"{Path(p).stem}.png")
         self._require_records(img_dir)
 
@@ -105,5 +112,5 @@ class ViperDataset(ClipDataset):
         extra = {}
         inst = self.root / self.split / "inst" / rec.video / Path(rec.label_path).name
         if inst.is_file():
-            extra["instance_raw"] = read_instance(inst)
+            extra["instance_class"], extra["instance_raw"] = read_instance(inst)
         return label, extra

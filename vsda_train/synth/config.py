@@ -100,7 +100,7 @@ class SynthConfig:
     frames: int = 30
     label_every: int = 5  # Cityscapes-VPS labels every 5th frame of a val video
     fps: float = 17.0  # Cityscapes frame rate, for the .mp4 videos
-    cities: tuple[str, ...] = ("lindau", "marbach", "oberfeld")
+    cities: tuple[str, ...] = ("frankfurt", "lindau", "munster")  # Cityscapes' val cities
     source_layout: Layout = field(default_factory=Layout)
     target_layout: Layout = field(default_factory=lambda: TARGET_LAYOUT)
     source_style: SourceStyle = field(default_factory=SourceStyle)

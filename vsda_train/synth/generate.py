@@ -1,12 +1,16 @@
 """Generate the synthetic sim-to-real video benchmark on disk (``vsda-train synth OUT``).
 
-``OUT/source``: a VIPER tree (train + val clips, labelled every frame). ``OUT/target``: a
-Cityscapes-VPS tree, train frames unlabelled, val labelled every ``label_every``-th frame
-with ``panoptic_inst``, ``panoptic_video`` and the official JSON. ``OUT/oracle``: the
-target-train frames (hard links) with labels, for oracle runs and pseudo-label accuracy
-only. ``OUT/videos``: the target-val clips as .mp4. ``OUT/contact_sheet.png`` and
-``OUT/summary.json``. Each clip draws from its own generator seeded by
-``(seed, domain, split, clip)``, so a seed fixes every byte of the label files.
+The layouts are the released ones (``docs/datasets.md``). ``OUT/source``: a VIPER tree (train
++ val clips, labelled every frame). ``OUT`` itself is a Cityscapes root holding every target
+frame in ``leftImg8bit_sequence/val`` (Cityscapes-VPS is cut from Cityscapes' val sequences) and
+each clip's 20th frame in ``gtFine/val``. ``OUT/target``: the Cityscapes-VPS tree as
+``prepare_data/`` leaves it: train ``img`` + ``labelmap``, val ``img``, ``img_all``,
+``labelmap``, ``panoptic_inst``, ``panoptic_video`` and the JSONs, every ``label_every``-th
+frame labelled. ``OUT/oracle``: a Cityscapes-Seq tree of the target-train clips with every
+frame labelled, for oracle runs and pseudo-label accuracy only. ``OUT/videos``: the
+target-val clips as .mp4. ``OUT/contact_sheet.png`` and ``OUT/summary.json``. Each clip draws
+from its own generator seeded by ``(seed, domain, split, clip)``, so a seed fixes every byte
+of the label files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.cityscapes_vps import dump_json, write_rgb_png
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15
 from vsda_train.synth import writers as W
@@ -26,7 +31,9 @@ from vsda_train.synth.raster import hood_mask, rasterize
 from vsda_train.synth.render import SourceLook, TargetLook, render_source, render_target
 from vsda_train.synth.scene import build_street
 
-OUTPUTS = ("source", "target", "oracle", "videos", "contact_sheet.png", "summary.json")
+OUTPUTS = ("source", "target", "oracle", "leftImg8bit_sequence", "gtFine", "videos", "contact_sheet.png",
+           "summary.json")
+CITYSCAPES_FRAME = 20  # Cityscapes annotates the 20th frame of a snippet
 _DOMAIN = {"source": 0, "target": 1}
 _SPLIT = {"train": 0, "val": 1}
 SHEET_ROWS = 3  # clips shown in the contact sheet
@@ -123,10 +130,9 @@ def generate(out: str | Path, config: SynthConfig | None = None, force: bool = F
     counters = {k: ClassCounter() for k in ("source_train", "source_val", "target_train", "target_val")}
     sheet: dict[str, list[Frame]] = {"source": [], "target": []}
     _write_source(out, config, counters, sheet["source"], tick)
-    annotations, videos = _write_target(out, config, counters, sheet["target"], tick)
-    W.write_vps_json(out / "target", "val", annotations, config.width, config.height)
+    labelled, videos = _write_target(out, config, counters, sheet["target"], tick)
     _write_sheet(out / "contact_sheet.png", sheet)
-    summary = _summary(config, counters, len(annotations), videos)
+    summary = _summary(config, counters, labelled, videos)
     dump_json(out / "summary.json", summary)
     return summary
 
@@ -145,39 +151,82 @@ def _write_source(out: Path, config: SynthConfig, counters: dict[str, ClassCount
                 tick()
 
 
+@dataclass(frozen=True)
+class TargetClip:
+    """Where a target clip lives in Cityscapes and Cityscapes-VPS."""
+
+    video: int  # Cityscapes-VPS video number (train clips first, then val)
+    city: str
+    seq: int
+    first: int  # Cityscapes frame number of the clip's first frame
+
+    @classmethod
+    def of(cls, config: SynthConfig, g: int) -> TargetClip:
+        """Return clip ``g`` (over train then val): the first city's clips share one long recording
+        (``seq`` 0, like ``frankfurt_000000``), the others are 30-frame snippets from 0 (20th: ``_000019``)."""
+        city, j = config.cities[g % len(config.cities)], g // len(config.cities)
+        return cls(g + 1, city, 0, 275 + 300 * j) if g % len(config.cities) == 0 else cls(g + 1, city, j, 0)
+
+
+def labelled_positions(config: SynthConfig) -> tuple[list[int], int]:
+    """Return the labelled frames (1-based positions in a clip) and the Cityscapes-annotated one among them."""
+    positions = [p for p in range(1, config.frames + 1) if p % config.label_every == 0]
+    return positions, CITYSCAPES_FRAME if CITYSCAPES_FRAME in positions else positions[-1]
+
+
 def _write_target(out: Path, config: SynthConfig, counters: dict[str, ClassCounter], sheet: list[Frame],
-                  tick: Callable[[], None]) -> tuple[list[dict], list[str]]:
-    """Write ``out/target``, ``out/oracle`` and the val videos; return the val annotations and videos."""
-    annotations, videos = [], []
+                  tick: Callable[[], None]) -> tuple[dict[str, int], list[str]]:
+    """Write the Cityscapes frames and 20th-frame labels, ``out/target``, ``out/oracle`` and the val videos."""
+    positions, cityscapes_pos = labelled_positions(config)
+    target, ids = out / "target", W.PanopticVideoIds(config.seed)
+    json_images: list[dict] = []
+    annotations: list[dict] = []
+    all_info: list[dict] = []
+    videos, labelled, count, g = [], {"train": 0, "val": 0}, 0, 0
     for split, clips in (("train", config.target_train_clips), ("val", config.target_val_clips)):
         for k in range(clips):
-            city = config.cities[k % len(config.cities)]
-            seq = k // len(config.cities) + (0 if split == "train" else 100)
+            clip, g = TargetClip.of(config, g), g + 1
+            ids.new_video()
+            objects = W.ObjectNumbers()
             video = W.ClipVideo(out / "videos" / f"val_{k + 1:04d}.mp4", config.fps, config.width,
                                 config.height) if split == "val" else None
             for t, fr in enumerate(render_clip(config, "target", clip_rng(config.seed, "target", split, k))):
-                index = t + 1  # Cityscapes-VPS numbers frames from 1; every 5th (5, 10, ...) is labelled
-                stem = W.vps_stem(k + 1, index, city, seq, index)
-                path = W.write_vps_image(out / "target", split, "img_all", stem, fr.rgb)
+                name = W.cityscapes_name(clip.city, clip.seq, clip.first + t)
+                frame = W.write_sequence_frame(out, "val", clip.city, name, fr.rgb)
                 counters[f"target_{split}"].add(fr.semantic)
                 tick()
                 if split == "train":
-                    for folder in ("img_all", "img"):
-                        W.link_or_copy(path, out / "oracle" / "train" / folder / path.name)
-                    W.write_vps_labels(out / "oracle", "train", stem, fr.semantic, fr.instance,
-                                       video_gt=False)
+                    W.link_or_copy(frame, out / "oracle" / "leftImg8bit_sequence" / "train" / clip.city / frame.name)
+                    W.write_label_ids(out / "oracle", "train", clip.city, name, fr.semantic)
+                else:
+                    W.link_or_copy(frame, target / "val" / "img_all" / frame.name)
+                    all_info.append({"id": clip.video * 10000 + t + 1, "file_name": frame.name,
+                                     "width": config.width, "height": config.height})
+                    video.write(fr.rgb)
+                    if t == config.frames // 2 and k < SHEET_ROWS:
+                        sheet.append(fr)
+                if t + 1 == cityscapes_pos:
+                    W.write_label_ids(out, "val", clip.city, name, fr.semantic)
+                if t + 1 not in positions:
                     continue
-                video.write(fr.rgb)
-                if index % config.label_every == 0:
-                    W.link_or_copy(path, out / "target" / "val" / "img" / path.name)
-                    annotations.append(W.write_vps_labels(out / "target", "val", stem, fr.semantic,
-                                                          fr.instance))
-                if t == config.frames // 2 and k < SHEET_ROWS:
-                    sheet.append(fr)
+                count += 1
+                labelled[split] += 1
+                image_id = f"{clip.video:04d}_{count:04d}_{name}"
+                image = image_id + (vps.IMAGE_SUFFIX if t + 1 == cityscapes_pos else vps.NEW_IMAGE_SUFFIX)
+                W.link_or_copy(frame, target / split / "img" / image)
+                label = vps.label_file_name(image)
+                info = W.write_vps_labels(target, split, label, fr.semantic, objects(fr.semantic, fr.instance),
+                                          ids if split == "val" else None)
+                if info is not None:
+                    json_images.append({"id": image_id, "width": config.width, "height": config.height,
+                                        "file_name": image})
+                    annotations.append({"image_id": image_id, "file_name": label, "segments_info": info})
             if video is not None:
                 video.close()
                 videos.append(str(video.path.relative_to(out)))
-    return annotations, videos
+    W.write_vps_json(target, "val", json_images, annotations)
+    W.write_all_info_json(target, "val", all_info)
+    return labelled, videos
 
 
 def _write_sheet(path: Path, sheet: dict[str, list[Frame]]) -> None:
@@ -189,7 +238,7 @@ def _write_sheet(path: Path, sheet: dict[str, list[Frame]]) -> None:
     write_rgb_png(path, W.contact_sheet(rows, titles))
 
 
-def _summary(config: SynthConfig, counters: dict[str, ClassCounter], labelled: int,
+def _summary(config: SynthConfig, counters: dict[str, ClassCounter], labelled: dict[str, int],
              videos: list[str]) -> dict:
     f = config.frames
     return {
@@ -199,13 +248,15 @@ def _summary(config: SynthConfig, counters: dict[str, ClassCounter], labelled: i
             "source_train": {"clips": config.source_clips, "frames": config.source_clips * f},
             "source_val": {"clips": config.source_val_clips, "frames": config.source_val_clips * f},
             "target_train": {"clips": config.target_train_clips, "frames": config.target_train_clips * f,
-                             "labelled_frames": 0, "oracle_labelled_frames": config.target_train_clips * f},
+                             "labelled_frames": labelled["train"],
+                             "oracle_labelled_frames": config.target_train_clips * f},
             "target_val": {"clips": config.target_val_clips, "frames": config.target_val_clips * f,
-                           "labelled_frames": labelled},
+                           "labelled_frames": labelled["val"]},
         },
         "classes": {k: c.summary() for k, c in counters.items()},
-        "layout": {"source": "OUT/source (VIPER)", "target": "OUT/target (Cityscapes-VPS)",
-                   "oracle": "OUT/oracle (Cityscapes-VPS, target-train labels)", "videos": videos,
-                   "contact_sheet": "contact_sheet.png"},
+        "layout": {"source": "OUT/source (VIPER)", "cityscapes": "OUT (leftImg8bit_sequence/val, gtFine/val)",
+                   "target": "OUT/target (Cityscapes-VPS)",
+                   "oracle": "OUT/oracle (Cityscapes-Seq, split train: every target-train frame labelled)",
+                   "videos": videos, "contact_sheet": "contact_sheet.png"},
         "config": config.to_dict(),
     }
