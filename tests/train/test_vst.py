@@ -47,7 +47,7 @@ def test_two_gloo_ranks_write_pseudo_labels_byte_identical_to_one_process(synth:
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (tmp_path / "runs" / n / "pseudo" / "round0" for n in ("one", "two"))
     names = sorted(p.name for p in a.glob("*.png"))
-    assert len(names) == 3 * 7  # 3 target-train clips of 8 frames; the first of each has no t-1
+    assert len(names) == 3 * 4  # 3 VPS train videos of 8 frames, labelled at 5: frames 1-5, the first without t-1
     assert names == sorted(p.name for p in b.glob("*.png"))
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
