@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.data.cityscapes_seq import CityscapesSeqDataset
+from vsda_deploy.data.viper import viper_to_train
 from vsda_deploy.evaluation import list_gt
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15
-from vsda_train.data.cityscapes_seq import CityscapesSeqDataset
-from vsda_train.data.viper import viper_to_train
 
 C = VIPER15.num_classes
 

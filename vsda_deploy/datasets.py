@@ -3,7 +3,7 @@
 ``open_dataset`` streams every frame of a split, video after video (``VideoListSource``), and returns
 the labelled frames (``GroundTruth``) that ``vsda-infer`` scores on the way; ``load_ground_truth`` reads
 the labels alone for ``--gt``. Both go through the one reader of each dataset
-(``vsda_train.data``: numpy + OpenCV, no torch), so videos, frame numbers and labels are the
+(``vsda_deploy.data``: numpy + OpenCV, no torch), so videos, frame numbers and labels are the
 ones training and ``vsda-train eval`` see.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.data import CityscapesSeqDataset, FrameRecord
 from vsda_deploy.evaluation import GtFrame, list_gt, split_frames
 from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space
 from vsda_deploy.sources import DEFAULT_FPS, Frame, FrameSource, ImageSequenceSource, SourceError
-from vsda_train.data import CityscapesSeqDataset, FrameRecord
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _dataset_videos(kind: str, root: Path, split: str,
                     space: str) -> tuple[Named, dict[str, str], CityscapesSeqDataset | None]:
     """Return every frame by video, the stream names of labelled Cityscapes-VPS frames, the Cityscapes-Seq reader."""
     if kind == "cityscapes-vps":
-        from vsda_train.data.cityscapes_vps import list_labelled, named_frames, split_videos
+        from vsda_deploy.data.cityscapes_vps import list_labelled, named_frames, split_videos
 
         labelled = list_labelled(root, split)
         rename = {f"{f.name.plain}{vps.IMAGE_SUFFIX[:-4]}": f.image.stem for fs in labelled.values() for f in fs}

@@ -1,6 +1,6 @@
 """Score predictions against Cityscapes-VPS ground truth: mIoU, VPQ and TC (no torch).
 
-Ground truth is read by the one Cityscapes-VPS reader (``vsda_train.data.cityscapes_vps``):
+Ground truth is read by the one Cityscapes-VPS reader (``vsda_deploy.data.cityscapes_vps``):
 ``panoptic_video/`` + ``panoptic_gt_{split}_city_vps.json`` where present, else
 ``panoptic_inst/``. Predictions, in either of two layouts:
 
@@ -32,12 +32,12 @@ from rich.console import Group
 from rich.table import Table
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.data.cityscapes_vps import VpsLabels, list_labelled, named_frames, sequence_folder, split_videos
 from vsda_deploy.flow import create_dis, dis_flow
 from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space, unknown_ids
 from vsda_deploy.metrics import ConfusionMatrix, TemporalConsistency, VideoPanopticQuality, VPQResult
 from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, PanopticTracker
 from vsda_deploy.vpq import Segments, segments_from_labels
-from vsda_train.data.cityscapes_vps import VpsLabels, list_labelled, named_frames, sequence_folder, split_videos
 
 GT_SPEC_PREFIX = "cityscapes-vps"
 PRED_JSON = "pred.json"

@@ -2,7 +2,7 @@
 
 The peers resize every frame when they load it (VIPER 1920x1080 -> 1280x720, Cityscapes
 2048x1024 -> 1024x512) rather than cropping at native resolution. :class:`ScaledClips` does that
-for any clip dataset of :mod:`vsda_train.data`: frames with :func:`vsda_deploy.preprocess.resize_frame`,
+for any clip dataset of :mod:`vsda_deploy.data`: frames with :func:`vsda_deploy.preprocess.resize_frame`,
 labels with nearest-neighbour sampling, and the flow provider is called on the *resized* frames,
 so a DIS cache is filled (and keyed) at the training resolution and published flows are resized
 to it with their vectors rescaled.
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from vsda_deploy.data import ClipSample, FlowProvider, build_dataset
 from vsda_deploy.preprocess import resize_frame, resize_label
 from vsda_train.config import TrainConfig
-from vsda_train.data import ClipSample, FlowProvider, build_dataset
 from vsda_train.flow import flow_provider, spec_root
 
 

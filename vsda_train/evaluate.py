@@ -84,7 +84,7 @@ def evaluate_model(model: nn.Module, spec: str, split: str = "val", label_space:
 
 
 def _miou_only(predict: Callable, spec: str, split: str, label_space: str) -> dict[str, Any]:
-    from vsda_train.data import build_dataset
+    from vsda_deploy.data import build_dataset
 
     space = get_label_space(label_space)
     ds = build_dataset(spec, split=split, labels=True, label_space=label_space)

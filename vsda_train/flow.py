@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vsda_deploy.data.base import FlowProvider
 from vsda_deploy.flow import DIS_PRESETS, create_dis, dis_flow
-from vsda_train.data.base import FlowProvider
 
 # ---------------------------------------------------------------------------------------------
 # torch side: warping, occlusion, resizing

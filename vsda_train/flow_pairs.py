@@ -18,9 +18,9 @@ from functools import partial
 
 import numpy as np
 
+from vsda_deploy.data import build_dataset
 from vsda_train.clips import ScaledClips, dataset_flow, domain_clips
 from vsda_train.config import TrainConfig
-from vsda_train.data import build_dataset
 from vsda_train.flow import DISFlowCache, flow_provider, spec_root
 
 CHUNK = 8  # pairs a worker takes at a time; fixed, so that shards agree across machines

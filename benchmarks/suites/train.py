@@ -44,10 +44,10 @@ try:  # the [train] extra; without it every row is a ❌ naming it
     import torch
     from torch import nn
 
+    from vsda_deploy.data import build_dataset
     from vsda_train import engine, phases, steps
     from vsda_train import run as run_module
     from vsda_train.config import load_config
-    from vsda_train.data import build_dataset
     from vsda_train.loop import to_device
     from vsda_train.models import model_names
 except ImportError as _missing:

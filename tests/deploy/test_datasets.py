@@ -1,7 +1,7 @@
 """Dataset splits as frame sources with ground truth (vsda_deploy/datasets.py) on trees named as released.
 
-The Cityscapes-VPS and Cityscapes-Seq trees use real names (``tests/train/data_fixtures.py`` and
-``tests/train/test_data_cityscapes_seq.py`` cite the lists they come from). ``vsda-infer`` must see
+The Cityscapes-VPS and Cityscapes-Seq trees use real names (``tests/deploy/data/fixtures.py`` and
+``tests/deploy/data/test_cityscapes_seq.py`` cite the lists they come from). ``vsda-infer`` must see
 the same videos, frame numbers and labels as the training readers: there is one reader per dataset.
 """
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import make_cityscapes_seq, make_vps
-from tests.train.test_data_cityscapes_seq import REAL_VAL
+from tests.deploy.data.fixtures import make_cityscapes_seq, make_vps
+from tests.deploy.data.test_cityscapes_seq import REAL_VAL
+from vsda_deploy.data import build_dataset
 from vsda_deploy.datasets import load_ground_truth, open_dataset
 from vsda_deploy.sources import SourceError
-from vsda_train.data import build_dataset
 
 
 def stream(source) -> list:

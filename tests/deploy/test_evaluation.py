@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.deploy.data.fixtures import official_segments, write_png
 from tests.deploy.official_vpq import official_vpq
-from tests.train.data_fixtures import official_segments, write_png
 from vsda_deploy.evaluation import evaluate_folder, evaluate_predictor, list_gt, parse_gt_spec
 from vsda_deploy.labels import CITYSCAPES19, CS19_TO_SYNTHIA12
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.deploy.data.fixtures import make_cityscapes_seq
 from tests.deploy.test_backends import META, export_onnx, tiny_model, with_meta
 from tests.deploy.test_sources import CORRUPT, FAIL, FakeCapture, _scripted_factory
-from tests.train.data_fixtures import make_cityscapes_seq
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.backends import ModelError, Segmenter
 from vsda_deploy.cli import app

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tests.train.data_fixtures import write_png, write_rgb
+from tests.deploy.data.fixtures import write_png, write_rgb
 from vsda_train.config import config_from_dict
 
 H, W = 32, 48

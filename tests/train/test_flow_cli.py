@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.train.flow_fixtures import TARGET_RESIZE, cache_files, make_trees, texture, tiny_config
+from vsda_deploy.data import build_dataset
 from vsda_train.cli import app
 from vsda_train.clips import ScaledClips
-from vsda_train.data import build_dataset
 from vsda_train.flow import DISFlowCache
 
 VST_PAIRS, SOURCE_PAIRS = 3 * 8, 2 * 3

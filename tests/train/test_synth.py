@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from benchmarks import colour_baseline as cb
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.data import CityscapesSeqDataset, build_dataset
+from vsda_deploy.data.viper import viper_to_train
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15, VIPER_CAR_ID, VIPER_LUT
 from vsda_train.cli import app
-from vsda_train.data import CityscapesSeqDataset, build_dataset
-from vsda_train.data.viper import viper_to_train
 from vsda_train.synth import SynthConfig, generate, total_frames
 from vsda_train.synth import shapes as S
 from vsda_train.synth.raster import _clip, hood_mask, rasterize

@@ -67,7 +67,7 @@ class _PairDataset:
     label_space = None
 
     def __init__(self, frame: np.ndarray, prev: np.ndarray, label: np.ndarray) -> None:
-        from vsda_train.data import ClipSample
+        from vsda_deploy.data import ClipSample
 
         self.sample = ClipSample(frame, prev, label, None, {"name": "f.png"})
         self.records = []

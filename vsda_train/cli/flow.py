@@ -142,8 +142,8 @@ def flow(
     estimate: bool = typer.Option(False, "--estimate", help="stop once the estimate line is printed"),
 ) -> None:
     """Fill the optical-flow cache training reads, skipping pairs already cached; print an estimate first."""
+    from vsda_deploy.data import DatasetError
     from vsda_train.config import ConfigError
-    from vsda_train.data import DatasetError
     from vsda_train.flow_pairs import parse_shard
     from vsda_train.flow_precompute import fill_cache, usable_cores
 

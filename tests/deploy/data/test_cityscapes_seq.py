@@ -1,10 +1,10 @@
-"""Cityscapes-Seq loader (vsda_train/data/cityscapes_seq.py)."""
+"""Cityscapes-Seq loader (vsda_deploy/data/cityscapes_seq.py)."""
 
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import cityscapes_raw_label, make_cityscapes_seq, write_png
-from vsda_train.data import DatasetError, build_dataset
+from tests.deploy.data.fixtures import cityscapes_raw_label, make_cityscapes_seq, write_png
+from vsda_deploy.data import DatasetError, build_dataset
 
 
 def spec(root) -> str:

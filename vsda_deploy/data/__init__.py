@@ -12,12 +12,12 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from vsda_train.data.base import ClipDataset, ClipSample, DatasetError, FlowProvider, FrameRecord
-from vsda_train.data.cityscapes_seq import CityscapesSeqDataset
-from vsda_train.data.cityscapes_vps import CityscapesVpsDataset
-from vsda_train.data.synthia_seq import SynthiaSeqDataset
-from vsda_train.data.video import VideoDataset
-from vsda_train.data.viper import ViperDataset
+from vsda_deploy.data.base import ClipDataset, ClipSample, DatasetError, FlowProvider, FrameRecord
+from vsda_deploy.data.cityscapes_seq import CityscapesSeqDataset
+from vsda_deploy.data.cityscapes_vps import CityscapesVpsDataset
+from vsda_deploy.data.synthia_seq import SynthiaSeqDataset
+from vsda_deploy.data.video import VideoDataset
+from vsda_deploy.data.viper import ViperDataset
 
 DATASETS: dict[str, type[ClipDataset]] = {
     "viper": ViperDataset,

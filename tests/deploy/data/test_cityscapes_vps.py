@@ -1,4 +1,4 @@
-"""Cityscapes-VPS loader (vsda_train/data/cityscapes_vps.py) on trees named as the official release.
+"""Cityscapes-VPS loader (vsda_deploy/data/cityscapes_vps.py) on trees named as the official release.
 
 Names and layout: mcahny/vps ``prepare_data/fetch_city_images.py`` (``img/`` from
 ``panoptic_im_{split}_city_vps.json``, ``img_all/`` from ``im_all_info_{split}_city_vps.json``
@@ -6,7 +6,7 @@ with plain Cityscapes names, val/test only), ``create_panoptic_labels.py`` (``la
 ``panoptic_inst/`` named like ``cls/``: ``*_final_mask.png`` / ``*_gtFine_color.png``;
 ``trainId * 1000 + obj_id``, "obj_id can be ZERO") and ``create_panoptic_video_labels.py``
 (``panoptic_video/`` + ``panoptic_gt_{split}_city_vps.json``). The two videos are real ones
-(``tests/train/data_fixtures.py`` cites where each name comes from).
+(``tests/deploy/data/fixtures.py`` cites where each name comes from).
 """
 
 import json
@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import (
+from tests.deploy.data.fixtures import (
     VPS_VIDEOS,
     H,
     W,
@@ -24,7 +24,7 @@ from tests.train.data_fixtures import (
     vps_panoptic_inst,
     write_png,
 )
-from vsda_train.data import DatasetError, build_dataset
+from vsda_deploy.data import DatasetError, build_dataset
 
 PERSON0, PERSON1, RIDER0, CAR0 = (6, 2), (6, 8), (6, 14), (6, 20)  # a pixel of each object
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.labels import LabelSpace, get_label_space
-from vsda_train.data.base import (
+from vsda_deploy.data.base import (
     ClipDataset,
     DatasetError,
     FlowProvider,

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from vsda_deploy.labels import IGNORE_INDEX, VIPER_CAR_ID, VIPER_LUT, VIPER_NUM_IDS
-from vsda_train.data.base import (
+from vsda_deploy.data.base import (
     IMAGE_EXTENSIONS,
     ClipDataset,
     DatasetError,

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from vsda_deploy.labels import SYNTHIA_SEQ_LUT, SYNTHIA_SEQ_NUM_IDS
-from vsda_train.data.base import (
+from vsda_deploy.data.base import (
     ClipDataset,
     DatasetError,
     FlowProvider,

@@ -1,12 +1,12 @@
-"""VIPER loader (vsda_train/data/viper.py)."""
+"""VIPER loader (vsda_deploy/data/viper.py)."""
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import H, W, make_viper, tag_frame, viper_raw_label, write_png, write_rgb
-from vsda_train.data import DatasetError, ViperDataset, build_dataset
-from vsda_train.data.viper import viper_to_train
+from tests.deploy.data.fixtures import H, W, make_viper, tag_frame, viper_raw_label, write_png, write_rgb
+from vsda_deploy.data import DatasetError, ViperDataset, build_dataset
+from vsda_deploy.data.viper import viper_to_train
 
 
 def expected_label() -> np.ndarray:

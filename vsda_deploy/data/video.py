@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from vsda_deploy.labels import LABEL_SPACES
-from vsda_train.data.base import (
+from vsda_deploy.data.base import (
     IMAGE_EXTENSIONS,
     ClipDataset,
     DatasetError,

@@ -1,4 +1,4 @@
-"""Generic video source (vsda_train/data/video.py): a frame folder or a video file."""
+"""Generic video source (vsda_deploy/data/video.py): a frame folder or a video file."""
 
 import pickle
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import H, W, tag_frame, write_rgb
-from vsda_train.data import DatasetError, VideoDataset, build_dataset
+from tests.deploy.data.fixtures import H, W, tag_frame, write_rgb
+from vsda_deploy.data import DatasetError, VideoDataset, build_dataset
 
 
 def make_video_file(path, n: int = 6) -> list[int]:

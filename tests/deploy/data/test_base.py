@@ -1,4 +1,4 @@
-"""Shared readers, neighbour pairing and the dataset spec (vsda_train/data/base.py, __init__.py)."""
+"""Shared readers, neighbour pairing and the dataset spec (vsda_deploy/data/base.py, __init__.py)."""
 
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import make_viper, tag_frame, write_png, write_rgb
-from vsda_train.data import DATASETS, ClipSample, DatasetError, build_dataset, dataset_options, parse_spec
-from vsda_train.data.base import natural_key, pair_frames, read_id_png, read_image
+from tests.deploy.data.fixtures import make_viper, tag_frame, write_png, write_rgb
+from vsda_deploy.data import DATASETS, ClipSample, DatasetError, build_dataset, dataset_options, parse_spec
+from vsda_deploy.data.base import natural_key, pair_frames, read_id_png, read_image
 
 
 def test_fixture_png_writer_matches_opencv(tmp_path) -> None:
@@ -118,7 +118,7 @@ def test_flow_provider_gets_keys_and_frames(tmp_path) -> None:
 
 
 def test_loaders_import_no_torch() -> None:
-    code = "import sys, vsda_train.data; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, vsda_deploy.data; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 

@@ -1,11 +1,11 @@
-"""SYNTHIA-Seq loader (vsda_train/data/synthia_seq.py) and its id map (vsda_deploy/labels.py)."""
+"""SYNTHIA-Seq loader (vsda_deploy/data/synthia_seq.py) and its id map (vsda_deploy/labels.py)."""
 
 import numpy as np
 import pytest
 
-from tests.train.data_fixtures import H, W, make_synthia, synthia_raw_label, tag_frame, write_png, write_rgb
+from tests.deploy.data.fixtures import H, W, make_synthia, synthia_raw_label, tag_frame, write_png, write_rgb
+from vsda_deploy.data import DatasetError, build_dataset
 from vsda_deploy.labels import SYNTHIA12, SYNTHIA_SEQ_LUT, SYNTHIA_SEQ_NUM_IDS
-from vsda_train.data import DatasetError, build_dataset
 
 
 def test_synthia_ids_map_as_da_vsn() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vsda_deploy.labels import CITYSCAPES_LUT, CITYSCAPES_NUM_LABELIDS
-from vsda_train.data.base import (
+from vsda_deploy.data.base import (
     ClipDataset,
     DatasetError,
     FlowProvider,
