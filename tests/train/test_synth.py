@@ -322,3 +322,18 @@ def test_colour_baseline_on_a_small_benchmark(data: Path, tmp_path: Path) -> Non
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["target_fitted"]["miou"] == result["target_fitted"]["miou"]
     assert cb.main(["--data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_source_frames_can_have_their_own_size(tmp_path) -> None:
+    """--source-size: VIPER frames at 1920x1080 beside Cityscapes at 2048x1024 (here scaled down 16x)."""
+    import cv2
+
+    from vsda_train.synth.config import SynthConfig
+    from vsda_train.synth.generate import generate
+
+    generate(tmp_path, SynthConfig(width=128, height=64, source_size=(68, 120), source_clips=1, source_val_clips=0,
+                                   target_train_clips=1, target_val_clips=1, frames=5))
+    src = cv2.imread(str(next((tmp_path / "source" / "train" / "img").rglob("*.png"))))
+    tgt = cv2.imread(str(next((tmp_path / "leftImg8bit_sequence").rglob("*.png"))))
+    assert src.shape[:2] == (68, 120) and tgt.shape[:2] == (64, 128)
+    assert cv2.imread(str(tmp_path / "contact_sheet.png")).shape[1] == 4 * (512 + 4)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vsda_deploy.options import parse_hw
 from vsda_train.synth import SynthConfig, generate, total_frames
 
 _D = SynthConfig()
@@ -20,6 +21,8 @@ def synth(
     seed: int = typer.Option(_D.seed, help="random seed: the same seed writes byte-identical labels"),
     width: int = typer.Option(_D.width, help="frame width in pixels"),
     height: int = typer.Option(_D.height, help="frame height in pixels"),
+    source_size: str | None = typer.Option(None, "--source-size", help="source (VIPER) frames HxW, e.g. "
+                                          "1080x1920 (default: HEIGHTxWIDTH like the target)"),
     source_clips: int = typer.Option(_D.source_clips, help="labelled source (VIPER) training clips"),
     source_val_clips: int = typer.Option(_D.source_val_clips, help="source validation clips (sanity checks)"),
     target_train_clips: int = typer.Option(_D.target_train_clips, help="unlabelled target training clips"),
@@ -31,7 +34,8 @@ def synth(
     """Generate the synthetic sim-to-real video benchmark (source: VIPER format, target: Cityscapes-VPS)."""
     console = Console(stderr=True)
     try:
-        config = SynthConfig(seed=seed, width=width, height=height, source_clips=source_clips,
+        src = None if source_size is None else parse_hw(source_size, "--source-size")
+        config = SynthConfig(seed=seed, width=width, height=height, source_size=src, source_clips=source_clips,
                              source_val_clips=source_val_clips, target_train_clips=target_train_clips,
                              target_val_clips=target_val_clips, frames=frames)
     except ValueError as e:

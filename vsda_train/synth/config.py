@@ -93,6 +93,7 @@ class SynthConfig:
     seed: int = 0
     width: int = 256
     height: int = 128
+    source_size: tuple[int, int] | None = None  # (H, W) of the source frames; None: height x width like the target
     source_clips: int = 24
     source_val_clips: int = 4
     target_train_clips: int = 16
@@ -110,6 +111,8 @@ class SynthConfig:
         for name in ("width", "height"):
             if getattr(self, name) < 16:
                 raise ValueError(f"--{name}: must be at least 16, got {getattr(self, name)}")
+        if self.source_size is not None and min(self.source_size) < 16:
+            raise ValueError(f"--source-size: both sides must be at least 16, got {self.source_size}")
         if self.frames < self.label_every:
             raise ValueError(f"--frames: must be at least {self.label_every} (one labelled val frame per "
                              f"clip), got {self.frames}")
@@ -120,6 +123,10 @@ class SynthConfig:
             raise ValueError(f"--source-val-clips: must be >= 0, got {self.source_val_clips}")
         if not all(c.isalpha() and c.islower() for c in self.cities):
             raise ValueError(f"cities: lowercase letters only, got {self.cities}")
+
+    def frame_size(self, domain: str) -> tuple[int, int]:
+        """Return the (H, W) of ``domain``'s frames (source | target)."""
+        return self.source_size if domain == "source" and self.source_size else (self.height, self.width)
 
     def to_dict(self) -> dict:
         """Return the config as plain JSON-ready data."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vsda_deploy import cityscapes_vps as vps
@@ -83,7 +84,7 @@ def clip_rng(seed: int, domain: str, split: str, clip: int) -> np.random.Generat
 
 def render_clip(config: SynthConfig, domain: str, rng: np.random.Generator) -> Iterator[Frame]:
     """Yield the frames of one clip of ``domain`` (source | target)."""
-    w, h = config.width, config.height
+    h, w = config.frame_size(domain)
     layout = config.source_layout if domain == "source" else config.target_layout
     street = build_street(layout, rng, config.frames, w)
     hood = hood_mask(w, h, layout.hood_height)
@@ -232,8 +233,10 @@ def _write_target(out: Path, config: SynthConfig, counters: dict[str, ClassCount
 def _write_sheet(path: Path, sheet: dict[str, list[Frame]]) -> None:
     rows = []
     for s, t in zip(sheet["source"], sheet["target"]):
-        rows.append([s.rgb, W.label_overlay(s.rgb, s.semantic, s.instance),
-                     t.rgb, W.label_overlay(t.rgb, t.semantic, t.instance)])
+        size = (t.rgb.shape[1], t.rgb.shape[0])  # tiles of one size: the source shown at the target's
+        src = [cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in
+               (s.rgb, W.label_overlay(s.rgb, s.semantic, s.instance))]
+        rows.append([*src, t.rgb, W.label_overlay(t.rgb, t.semantic, t.instance)])
     titles = ["source (simulator)", "source labels", "target (camera)", "target labels"]
     write_rgb_png(path, W.contact_sheet(rows, titles))
 
@@ -244,6 +247,7 @@ def _summary(config: SynthConfig, counters: dict[str, ClassCounter], labelled: d
     return {
         "seed": config.seed,
         "size": [config.width, config.height],
+        "source_size": list(config.frame_size("source"))[::-1],
         "counts": {
             "source_train": {"clips": config.source_clips, "frames": config.source_clips * f},
             "source_val": {"clips": config.source_val_clips, "frames": config.source_val_clips * f},

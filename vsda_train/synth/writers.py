@@ -251,10 +251,13 @@ def label_overlay(rgb: np.ndarray, semantic: np.ndarray, instance: np.ndarray) -
     return out.astype(np.uint8)
 
 
-def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], scale: int = 2) -> np.ndarray:
-    """Return an RGB sheet: one row per list of equally sized tiles, a title over each column."""
+def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], tile_width: int = 512) -> np.ndarray:
+    """Return an RGB sheet: one row per list of equally sized tiles, each shown ``tile_width`` px wide,
+    a title over each column (small frames are enlarged pixel for pixel, large ones shrunk)."""
     def big(tile: np.ndarray) -> np.ndarray:
-        return cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        scale = tile_width / tile.shape[1]
+        interp = cv2.INTER_NEAREST if scale >= 1 else cv2.INTER_AREA
+        return cv2.resize(tile, (tile_width, round(tile.shape[0] * scale)), interpolation=interp)
 
     tiles = [[big(t) for t in r] for r in rows]
     th, tw = tiles[0][0].shape[:2]
