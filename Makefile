@@ -11,7 +11,7 @@ RUNS ?= runs/$(RUNS_NAME)
 DEMO_CONFIG ?= configs/synth_edge.yaml
 BENCH_OUT ?= benchmarks/results
 
-.PHONY: install test test-compat test-integration demo lint bench bench-adaptation clean
+.PHONY: rehearsal install test test-compat test-integration demo lint bench bench-adaptation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,12 @@ bench: demo
 	$(BIN)/python -m benchmarks accuracy --out $(BENCH_OUT)
 	$(BIN)/python -m benchmarks train --out $(BENCH_OUT)
 	$(BIN)/python -m benchmarks metrics --out $(BENCH_OUT)
+
+# The real configs (DeepLabV2-R101, DDRNet-23-slim) end to end on a full-resolution synthetic tree in the
+# released layouts, a few iterations each on CPU: flow, source, VAT, VST (1 process and 2 gloo ranks), eval,
+# export, vsda-infer. Prints and writes a table of wall time, peak RSS and disk per step (about an hour on 2 cores).
+rehearsal: install
+	$(BIN)/python -m benchmarks rehearsal --root runs/rehearsal --out $(BENCH_OUT)
 
 bench-adaptation: demo
 	$(BIN)/python -m benchmarks.adaptation --seeds 0,1,2 --out $(BENCH_OUT)/adaptation.json

@@ -6,6 +6,7 @@
     python -m benchmarks train    [--models ddrnet23_slim:16,deeplabv2_r101] [--amp none,bf16] [--device cuda:0]
     python -m benchmarks metrics  [--data ...]
     python -m benchmarks data     [--workers 0,1,2] [--clips 24] [--utilisation 0.4] [--peak-tflops 989.4]
+    python -m benchmarks rehearsal [--root runs/rehearsal] [--models deeplabv2,ddrnet]
     python -m benchmarks compare A.json B.json
 
 ``data`` needs no dataset: it writes a small full-resolution VIPER-like and Cityscapes-like tree and
@@ -166,6 +167,21 @@ def data(workers: str = typer.Option("0,1,2", "--workers", help="DataLoader work
     result = _suite("data").run(counts, clips, config, results, peak_tflops, utilisation, source_augment,
                                 on_row=progress)
     _finish("data", result, opts)
+
+
+@app.command()
+def rehearsal(root: Path = typer.Option(Path("runs/rehearsal"), "--root", help="where the full-size tree, runs, "
+                                        "exports and the log go (about 3 GB)"),
+              models: str = typer.Option("deeplabv2,ddrnet", "--models", help="deeplabv2 and/or ddrnet"),
+              out: Path = OUT) -> None:
+    """The real configs end to end at full resolution on CPU, a few iterations each: time, memory, disk per step."""
+    suite = _suite("rehearsal")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(suite.CONFIGS))
+    if not names or unknown:
+        raise typer.BadParameter(f"{models!r}: choose from {', '.join(suite.CONFIGS)}", param_hint="--models")
+    opts = _options(DEFAULT_MODEL, DEFAULT_DATA, "cpu", "256x512", out)
+    _finish("rehearsal", suite.run(root, names), opts)
 
 
 @app.command("compare")

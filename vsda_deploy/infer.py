@@ -212,6 +212,12 @@ class Stream:
             raise ModelError(f"{self.segmenter.path}: its {meta.num_classes} classes ({meta.label_space}) are not "
                              f"those of a label space that scoring and --panoptic know ({', '.join(LABEL_SPACES)})")
 
+    def _labelled_ids(self) -> list[str] | None:
+        """Return the Cityscapes-VPS image ids of the ground truth in its JSON's order (None: no such GT)."""
+        if self.gt is None or self.gt.kind != "cityscapes-vps":
+            return None
+        return [g.image_id for g in self.gt.labelled.values()]
+
     def _open_sinks(self) -> dict[str, Sink]:
         """Return the outputs, each path checked (a probe written and removed); nothing is left on failure."""
         o, meta = self.options, self.segmenter.meta
@@ -222,7 +228,7 @@ class Stream:
             if o.save_labels is not None:
                 sinks["labels"] = LabelWriter(o.save_labels)
                 if o.panoptic:
-                    sinks["panoptic"] = PanopticWriter(o.save_labels)
+                    sinks["panoptic"] = PanopticWriter(o.save_labels, self._labelled_ids())
             if o.save_jsonl is not None:
                 sinks["jsonl"] = JsonLinesWriter(o.save_jsonl, meta.classes)
         except BaseException:

@@ -133,23 +133,31 @@ def image_id(frame_name: str) -> str:
 
 
 class PanopticWriter(Sink):
-    """``{dir}/pan_pred/{image_id}.png`` per frame and ``{dir}/pred.json`` on close (official format)."""
+    """``{dir}/pan_pred/{image_id}.png`` per frame and ``{dir}/pred.json`` on close (official format).
+
+    With ``image_ids`` (the ground truth's labelled frames, in the order of its JSON) only those frames
+    are written and ``pred.json`` lists them in that order: the official ``eval_vpq.py`` pairs
+    prediction and ground-truth annotations by position.
+    """
 
     option = "--panoptic"
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, image_ids: list[str] | None = None) -> None:
         self.path = self.folder = check_dir_output(Path(folder), "--save-labels")
         self.annotations: list[dict[str, Any]] = []
         self.paths: list[Path] = []
+        self.order = None if image_ids is None else {iid: i for i, iid in enumerate(image_ids)}
 
     @property
     def written(self) -> int:
         return len(self.paths)
 
-    def write(self, name: str, semantic: np.ndarray, instance: np.ndarray) -> Path:
-        """Write one panoptic frame (15-class semantic + persistent instance ids); return its PNG."""
-        seg, info = vps.to_segments(semantic, instance)
+    def write(self, name: str, semantic: np.ndarray, instance: np.ndarray) -> Path | None:
+        """Write one panoptic frame (semantic + persistent instance ids); return its PNG (None: not labelled)."""
         iid = image_id(name)
+        if self.order is not None and iid not in self.order:
+            return None
+        seg, info = vps.to_segments(semantic, instance)
         path = self.folder / PAN_PRED / f"{iid}.png"
         if not self.paths:
             check_dir_output(path.parent, self.option)
@@ -160,6 +168,8 @@ class PanopticWriter(Sink):
 
     def close(self) -> None:
         if self.annotations:
+            if self.order is not None:
+                self.annotations.sort(key=lambda a: self.order[a["image_id"]])
             write_json(self.folder / PRED_JSON, {"annotations": self.annotations, "categories": vps.categories()},
                        self.option)
 

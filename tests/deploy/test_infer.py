@@ -262,8 +262,12 @@ def test_saved_labels_and_panoptic_are_scored_the_same_by_evaluate_folder(models
               if p.stem not in {f"{vps.parse_frame_name(q.name).plain}_leftImg8bit" for q in labelled}]
     # named after the frames: labelled ones after their img/ file (image id), the others after img_all/
     assert sorted(p.name for p in labels.glob("*.png")) == sorted(p.name for p in [*frames, *labelled])
-    assert len(frames) == 16 and len(list((labels / "pan_pred").glob("*.png"))) == 20
-    assert {vps.parse_frame_name(q.name).stem for q in labelled} <= {p.stem for p in (labels / "pan_pred").iterdir()}
+    # pan_pred/ + pred.json hold the labelled frames alone, in the ground-truth JSON's order: the official
+    # eval_vpq.py (mcahny/vps tools/) pairs prediction and ground-truth annotations by position
+    assert len(frames) == 16 and sorted(p.stem for p in (labels / "pan_pred").glob("*.png")) == sorted(
+        vps.parse_frame_name(q.name).stem for q in labelled)
+    gt_ids = [img["id"] for img in json.loads(vps.json_path(bench, "val").read_text())["images"]]
+    assert [a["image_id"] for a in json.loads((labels / "pred.json").read_text())["annotations"]] == gt_ids
     official = evaluate_folder(labels, bench).to_json()  # pan_pred/ + pred.json
     assert official["pred_format"] == "official"
     assert official["miou"] == metrics["miou"] and official["vpq"] == metrics["vpq"]
