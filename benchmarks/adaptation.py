@@ -1,12 +1,15 @@
-"""The adaptation table on the synthetic benchmark: 7 methods x N seeds, mean ± std on target-val.
+"""The adaptation table on the synthetic benchmark: 9 methods x N seeds, mean ± std on target-val.
 
-    python -m benchmarks.adaptation [--config configs/synth_edge.yaml] [--seeds 0,1,2] [--out FILE]
+    python -m benchmarks.adaptation [--config configs/synth_edge.yaml] [--seeds 0,1,2] [--jobs 2] [--out FILE]
 
 Rows: source-only, source-only + photometric augmentation, image-level adversarial training
-(per-frame discriminator only), VAT, image-level self-training (no temporal filter) from
-VAT, VAT+VST, and the target oracle. Every run is the *last* checkpoint of its schedule (no
-model selection on target labels). Runs already finished (``eval.json`` present) are reused,
-so an interrupted benchmark continues where it stopped.
+(per-frame discriminator only), VAT, then from VAT: image-level self-training (no temporal
+filter), VST (the seed's video self-training), the mean-teacher phase 2 (``vst.teacher: ema``) and
+its image-level twin (no temporal filter), and the target oracle. Every run is the *last*
+checkpoint of its schedule (no model selection on target labels). Runs already finished
+(``eval.json`` present) are reused, so an interrupted benchmark continues where it stopped. With
+``--jobs N`` up to N runs train at once, each in its own process (one torch thread each is
+advised: ``--set run.threads=1``), a run starting once the run it starts from has finished.
 """
 
 from __future__ import annotations
@@ -16,34 +19,46 @@ import json
 import os
 import statistics
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "oracle")
+ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "mt", "mt_img", "oracle")
 LABELS = {
     "source_only": "source-only", "source_aug": "source-only + photometric aug.",
     "image_adv": "image-level adversarial (per-frame D)", "vat": "VAT (video adversarial)",
-    "image_st": "VAT + image-level self-training", "vat_vst": "VAT + VST (video self-training)",
+    "image_st": "VAT + image-level self-training", "vat_vst": "VAT + VST (the seed's video self-training)",
+    "mt": "VAT + mean teacher, filtered by time", "mt_img": "VAT + mean teacher, image-level twin",
     "oracle": "target oracle (target labels)",
 }
 # what each row starts from
-INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat"}
+INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "mt": "vat",
+        "mt_img": "vat"}
+SELF_TRAINING = ("image_st", "vat_vst", "mt", "mt_img")
+
+
+def row_config(row: str, cfg: Any) -> Any:
+    """Return the config of ``row``: the base config with the row's method switched on."""
+    if row in ("source_only", "source_aug", "oracle"):
+        return replace(cfg, source=replace(cfg.source, oracle=row == "oracle",
+                                           augment="strong" if row == "source_aug" else "none"))
+    if row == "image_adv":
+        return replace(cfg, vat=replace(cfg.vat, video_disc=False, image_disc=True))
+    teacher = "ema" if row in ("mt", "mt_img") else "offline"
+    return replace(cfg, vst=replace(cfg.vst, teacher=teacher, temporal_filter=row not in ("image_st", "mt_img")))
 
 
 def _train(row: str, cfg: Any, init: str | None) -> Any:
     from vsda_train.config import for_phase
     from vsda_train.phases import train_source, train_vat, train_vst
 
+    cfg = row_config(row, cfg)
     if row in ("source_only", "source_aug", "oracle"):
-        source = replace(cfg.source, oracle=row == "oracle", augment="strong" if row == "source_aug" else "none")
-        return train_source(for_phase(replace(cfg, source=source), "source"), resume=True)
+        return train_source(for_phase(cfg, "source"), resume=True)
     if row in ("vat", "image_adv"):
-        if row == "image_adv":
-            cfg = replace(cfg, vat=replace(cfg.vat, video_disc=False, image_disc=True))
         return train_vat(for_phase(cfg, "vat"), init=init, resume=True)
-    if row == "image_st":
-        cfg = replace(cfg, vst=replace(cfg.vst, temporal_filter=False))
     return train_vst(for_phase(cfg, "vst"), init=init, resume=True)
 
 
@@ -60,10 +75,10 @@ def run_row(row: str, seed: int, base: Any, out_dir: Path) -> dict:
         cfg = with_run(base, seed=seed, name=name, out_dir=str(out_dir))
         init = str(out_dir / f"{INIT[row]}_s{seed}" / "last.pt") if row in INIT else None
         result = evaluate_run(_train(row, cfg, init))
-    rounds = sorted((folder / "pseudo").glob("round*/stats.json"))
-    if rounds:  # the last round's pseudo labels: how right they were, how many were kept
-        stats = json.loads(rounds[-1].read_text())
-        result["pseudo_labels"] = {k: stats.get(k) for k in ("kept_fraction", "accuracy_kept", "accuracy_raw")}
+    stats = sorted((folder / "pseudo").glob("*/stats.json"))
+    if stats:  # the last pseudo labels (offline: the last round; mean teacher: its teacher at the end)
+        s = json.loads(stats[-1].read_text())
+        result["pseudo_labels"] = {k: s.get(k) for k in ("kept_fraction", "accuracy_kept", "accuracy_raw")}
     return result
 
 
@@ -72,60 +87,86 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(results: dict[str, list[dict]], seeds: list[int]) -> dict:
-    """Return the benchmark JSON: per row the per-seed miou / vpq (+ pseudo-label figures)."""
+    """Return the benchmark JSON: per row the per-seed scores (+ pseudo-label figures) and the checks."""
     rows = {}
     for row, per_seed in results.items():
-        entry = {"miou": [r["miou"] for r in per_seed], "vpq": [r["vpq"] for r in per_seed],
-                 "tc": [r.get("tc") for r in per_seed]}
-        if per_seed and "pseudo_labels" in per_seed[0]:
+        entry = {k: [r.get(k) for r in per_seed] for k in ("miou", "vpq", "vpq_things", "vpq_stuff", "tc")}
+        entry["iou"] = [r.get("iou", {}) for r in per_seed]
+        if per_seed and all("pseudo_labels" in r for r in per_seed):
             for k in ("kept_fraction", "accuracy_kept", "accuracy_raw"):
                 entry[f"pseudo_{k}"] = [r["pseudo_labels"][k] for r in per_seed]
         rows[row] = entry
     out: dict[str, Any] = {"rows": rows, "seeds": seeds}
-    if {"source_only", "oracle", "vat", "vat_vst"} <= set(rows):
-        so, orc = _mean_std(rows["source_only"]["miou"])[0], _mean_std(rows["oracle"]["miou"])[0]
-        vat, vst = _mean_std(rows["vat"]["miou"])[0], _mean_std(rows["vat_vst"]["miou"])[0]
-        gap = orc - so
-        out["checks"] = {
-            "oracle_minus_source": gap,
-            "vat_minus_source": vat - so,
-            "vst_minus_vat": vst - vat,
-            "gap_closed_by_vat_vst": (vst - so) / gap if gap > 0 else None,
-        }
+    mean = {row: _mean_std(r["miou"])[0] for row, r in rows.items() if r["miou"]}
+    if {"source_only", "oracle"} <= set(mean):
+        so, gap = mean["source_only"], mean["oracle"] - mean["source_only"]
+        out["checks"] = {"oracle_minus_source": gap,
+                         **{f"gap_closed_by_{row}": (mean[row] - so) / gap for row in mean
+                            if row not in ("source_only", "oracle") and gap > 0}}
     return out
 
 
+def _fmt(vals: list) -> str:
+    if not vals or any(v is None for v in vals):
+        return "-"
+    return "{:.1f} ± {:.1f}".format(*_mean_std(vals))
+
+
 def markdown(summary: dict) -> str:
-    """Return the README table (mean ± std over seeds)."""
+    """Return the tables (mean ± std over seeds): the scores, then the per-class IoU."""
     seeds = len(summary["seeds"])
-    lines = [f"| method ({seeds} seed{'s' if seeds > 1 else ''}, target-val) | mIoU | VPQ | pseudo-label acc. | kept |",
-             "| --- | --- | --- | --- | --- |"]
-    for row in ROWS:
-        if row not in summary["rows"]:
-            continue
+    head = f"method ({seeds} seed{'s' if seeds > 1 else ''}, target-val)"
+    lines = [f"| {head} | mIoU | VPQ | VPQ things | VPQ stuff | TC | pseudo-label acc. | kept |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    present = [row for row in ROWS if row in summary["rows"]]
+    for row in present:
         r = summary["rows"][row]
-        fmt = lambda vals: "{:.1f} ± {:.1f}".format(*_mean_std(vals)) if all(  # noqa: E731
-            v is not None for v in vals) else "-"
-        acc = fmt(r["pseudo_accuracy_kept"]) if "pseudo_accuracy_kept" in r else ""
-        kept = fmt(r["pseudo_kept_fraction"]) if "pseudo_kept_fraction" in r else ""
-        lines.append(f"| {LABELS[row]} | {fmt(r['miou'])} | {fmt(r['vpq'])} | {acc} | {kept} |")
+        acc = _fmt(r["pseudo_accuracy_kept"]) if "pseudo_accuracy_kept" in r else ""
+        kept = _fmt(r["pseudo_kept_fraction"]) if "pseudo_kept_fraction" in r else ""
+        cells = [_fmt(r[k]) for k in ("miou", "vpq", "vpq_things", "vpq_stuff", "tc")]
+        lines.append(f"| {LABELS[row]} | {' | '.join(cells)} | {acc} | {kept} |")
+    classes = list(summary["rows"][present[0]]["iou"][0]) if present and summary["rows"][present[0]]["iou"] else []
+    if classes:
+        lines += ["", "| per-class IoU (mean over seeds) | " + " | ".join(classes) + " |",
+                  "| --- |" + " --- |" * len(classes)]
+        for row in present:
+            per = summary["rows"][row]["iou"]
+            cells = []
+            for c in classes:
+                vals = [p.get(c) for p in per if p.get(c) is not None]
+                cells.append(f"{statistics.fmean(vals):.1f}" if vals else "-")
+            lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
-                  log: Callable[[str], None] = print, overrides: list[str] | None = None) -> dict:
+def _task(row: str, seed: int, config: str, overrides: list[str], out_dir: str) -> dict:
+    """Train one (row, seed) in a worker process; return its result."""
+    os.environ.setdefault("VSDA_NO_PROGRESS", "1")
     from vsda_train.config import load_config
 
-    base = load_config(config, overrides)
-    results: dict[str, list[dict]] = {r: [] for r in rows}
-    for seed in seeds:
-        for row in ROWS:  # fixed order: a row's init is trained before it
-            if row in rows or any(INIT.get(r) == row for r in rows):
-                res = run_row(row, seed, base, out_dir)
-                if row in rows:
-                    results[row].append(res)
-                log(f"seed {seed} {row}: mIoU {res['miou']:.1f} VPQ {res['vpq']:.1f}")
-    return summarise(results, seeds)
+    return run_row(row, seed, load_config(config, overrides), Path(out_dir))
+
+
+def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path, jobs: int = 1,
+                  log: Callable[[str], None] = print, overrides: list[str] | None = None) -> dict:
+    """Train every (row, seed) and its inits, ``jobs`` at a time; return the summary."""
+    needed = {(r, s) for s in seeds for r in rows}
+    needed |= {(INIT[r], s) for r, s in list(needed) if r in INIT}
+    done: dict[tuple[str, int], dict] = {}
+    running: dict[Future, tuple[str, int]] = {}
+    with ProcessPoolExecutor(max(1, jobs), mp_context=get_context("spawn")) as pool:
+        while len(done) < len(needed):
+            ready = [t for t in sorted(needed, key=lambda t: (ROWS.index(t[0]), t[1]))
+                     if t not in done and t not in running.values()
+                     and (t[0] not in INIT or (INIT[t[0]], t[1]) in done)]
+            for row, seed in ready[: max(1, jobs) - len(running)]:
+                running[pool.submit(_task, row, seed, config, list(overrides or []), str(out_dir))] = (row, seed)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                key = running.pop(future)
+                done[key] = future.result()
+                log(f"seed {key[1]} {key[0]}: mIoU {done[key]['miou']:.1f} VPQ {done[key]['vpq']:.1f}")
+    return summarise({r: [done[(r, s)] for s in seeds] for r in rows}, seeds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default="configs/synth_edge.yaml")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each")
     p.add_argument("--runs", default="runs/adaptation", help="folder of the individual runs")
     p.add_argument("--out", default="benchmarks/results/adaptation.json")
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -144,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
         p.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
-    summary = run_benchmark(a.config, seeds, rows, Path(a.runs), overrides=a.overrides)
+    summary = run_benchmark(a.config, seeds, rows, Path(a.runs), a.jobs, overrides=a.overrides)
     summary["config"] = a.config
+    summary["overrides"] = a.overrides
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(summary, indent=1))
     table = markdown(summary)

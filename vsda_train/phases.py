@@ -7,7 +7,7 @@ runs :func:`~vsda_train.loop.train_loop` over one step function of :mod:`vsda_tr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,11 @@ def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
     tgt = clip_stream(run, "target", cfg.vst.augment, False, cfg.vst.temporal_filter, 2, teacher_view=True)
     train_loop(run, mean_teacher_step, [src, tgt], cfg.optim.iters, desc="vst (mean teacher)",
                on_checkpoint=on_checkpoint)
+    if cfg.data.oracle and not (run.out / "pseudo" / "teacher" / "stats.json").is_file():
+        from vsda_train.vst import make_pseudo_labels
+
+        # what its teacher's labels are worth at the end, measured as VST's are (target-train labels)
+        make_pseudo_labels(replace(run, model=run.teacher.model), run.out / "pseudo" / "teacher")
     return run
 
 
