@@ -19,7 +19,6 @@ frame, on a scene cut (mean absolute grey-level difference of consecutive thumbn
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -59,16 +58,6 @@ def remap_planes(planes: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, out: 
     for c in range(planes.shape[0]):  # one plane at a time: no (H, W, C) transpose, maps reused
         cv2.remap(planes[c], map_x, map_y, cv2.INTER_LINEAR, dst=out[c], borderMode=cv2.BORDER_REPLICATE)
     return out
-
-
-def warp_probabilities(probs: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Return (C, H, W) probabilities of frame t-k backward-warped onto frame t with ``flow``.
-
-    Same convention and sampling as ``vsda_deploy.flow.warp`` on (H, W, C) data.
-    """
-    gx, gy = _grid(*flow.shape[:2])
-    probs = np.ascontiguousarray(probs, dtype=np.float32)
-    return remap_planes(probs, gx + flow[..., 0], gy + flow[..., 1], np.empty_like(probs))
 
 
 def confidence_weight(probs: np.ndarray, gate: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -229,25 +218,3 @@ class StreamingSmoother:
         return getattr(self, "_weight", None)
 
 
-def profile_smoother(mode: str, size: tuple[int, int] = (256, 512), num_classes: int = 15, frames: int = 30,
-                     **options: float | str) -> dict[str, float]:
-    """Return the median ms per frame of each stage (flow, warp, blend, total) on a moving texture.
-
-    A synthetic stream (a smooth random texture panning 3 px per frame, soft random
-    probabilities) that keeps benchmarks free of data: e.g. ``profile_smoother("flow")``.
-    """
-    h, w = size
-    rng = np.random.default_rng(0)
-    texture = cv2.GaussianBlur(rng.integers(0, 256, (h, w + 3 * frames, 3), dtype=np.uint8), (0, 0), 3)
-    logits = rng.standard_normal((num_classes, h, w), dtype=np.float32)
-    probs = np.exp(logits) / np.exp(logits).sum(0, keepdims=True)
-    smoother = StreamingSmoother(mode, **options)
-    stages: dict[str, list[float]] = {"flow": [], "warp": [], "blend": [], "total": []}
-    for i in range(frames):
-        smoother.update(np.ascontiguousarray(texture[:, 3 * i:3 * i + w]), probs)
-        if i == 0:
-            continue  # the first frame only restarts
-        t = smoother.timing
-        for name, ms in zip(stages, (t.flow_ms, t.warp_ms, t.blend_ms, t.total_ms)):
-            stages[name].append(ms)
-    return {name: statistics.median(ms) for name, ms in stages.items()}

@@ -76,12 +76,6 @@ def warp(x: Tensor, flow: Tensor, mode: str = "bilinear") -> tuple[Tensor, Tenso
     return out.to(x.dtype), valid
 
 
-def warp_labels(labels: Tensor, flow: Tensor, ignore_index: int = 255) -> Tensor:
-    """Return the (N, H, W) labels of frame t-k warped onto frame t, ``ignore_index`` where out of view."""
-    warped, valid = warp(labels.unsqueeze(1), flow, mode="nearest")
-    return warped.squeeze(1).masked_fill(~valid.squeeze(1), ignore_index)
-
-
 def occlusion_mask_torch(*, flow_fw: Tensor, flow_bw: Tensor, alpha: float = 0.01,
                          beta: float = 0.5) -> Tensor:
     """Return the bool (N, 1, H, W) mask of pixels of frame t that fail the forward-backward check.
@@ -95,18 +89,6 @@ def occlusion_mask_torch(*, flow_fw: Tensor, flow_bw: Tensor, alpha: float = 0.0
     diff = ((bw + fw_at) ** 2).sum(1, keepdim=True)
     mag = (bw ** 2).sum(1, keepdim=True) + (fw_at ** 2).sum(1, keepdim=True)
     return (diff > alpha * mag + beta) | ~valid
-
-
-def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
-    """Return ``flow`` (N, 2, H, W) resampled to ``size`` = (h, w) with its vectors rescaled.
-
-    Frames resized with ``cv2.resize`` / ``F.interpolate(align_corners=False)`` map pixel x to
-    (x + 0.5) w / W - 0.5, so displacements scale by w / W in x and h / H in y.
-    """
-    h, w = size
-    out = F.interpolate(flow.float(), size=(h, w), mode="bilinear", align_corners=False)
-    scale = torch.tensor([w / flow.shape[-1], h / flow.shape[-2]], device=flow.device)
-    return out * scale.view(1, 2, 1, 1)
 
 
 def flow_to_tensor(flow: np.ndarray | Tensor) -> Tensor:

@@ -6,12 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vsda_deploy.flow import warp
 from vsda_deploy.smoothing import (
     StreamingSmoother,
     confidence_weight,
-    profile_smoother,
-    warp_probabilities,
 )
 
 H, W, C, MARGIN = 128, 256, 5, 16
@@ -78,14 +75,6 @@ def test_confidence_weight_values() -> None:
     probs[1, 0] = 1 - probs[0, 0]
     np.testing.assert_allclose(confidence_weight(probs, 0.9)[0], [1.0, 1.0, 0.5, 0.0], atol=1e-6)
     np.testing.assert_array_equal(confidence_weight(probs, 1.0)[0], [1, 1, 1, 1])
-
-
-def test_warp_probabilities_matches_flow_warp() -> None:
-    rng = np.random.default_rng(3)
-    probs = rng.random((8, 20, 30), dtype=np.float32)  # > 4 channels: flow.warp remaps 4 at a time
-    flow = rng.uniform(-4, 4, (20, 30, 2)).astype(np.float32)
-    expected, _ = warp(probs.transpose(1, 2, 0).copy(), flow)
-    np.testing.assert_allclose(warp_probabilities(probs, flow), expected.transpose(2, 0, 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("current", ["shifted", "uninformative"])
@@ -160,10 +149,3 @@ def test_bad_options_and_inputs_name_themselves() -> None:
         smoother.update(np.zeros((H, W, 3), np.float32), np.zeros((C, H, W), np.float32))
 
 
-def test_profile_reports_each_stage() -> None:
-    flow = profile_smoother("flow", size=(64, 128), num_classes=4, frames=4)
-    ema = profile_smoother("ema", size=(64, 128), num_classes=4, frames=4)
-    assert set(flow) == {"flow", "warp", "blend", "total"}
-    assert flow["flow"] > 0 and flow["warp"] > 0 and flow["blend"] > 0
-    assert ema["warp"] == 0.0 and ema["blend"] > 0
-    assert flow["total"] >= max(flow["flow"], flow["warp"], flow["blend"])

@@ -20,10 +20,8 @@ from vsda_train.flow import (
     flow_to_tensor,
     flownet2_name,
     occlusion_mask_torch,
-    resize_flow,
     spec_root,
     warp,
-    warp_labels,
 )
 
 
@@ -106,24 +104,6 @@ def test_gradient_reaches_the_warped_tensor():
     (out * valid).sum().backward()
     torch.testing.assert_close(probs.grad[..., :10], torch.ones(1, 4, 10, 10))  # bilinear weights sum to 1
     assert probs.grad[..., 10:].abs().max() < 1e-5
-
-
-def test_warp_labels_marks_out_of_view_ignore():
-    labels = torch.arange(12).view(1, 3, 4) % 5
-    flow = torch.zeros(1, 2, 3, 4)
-    flow[:, 0] = 1  # sample from the right: the last column leaves the image
-    out = warp_labels(labels, flow)
-    assert out[0, :, :3].tolist() == labels[0, :, 1:].tolist()
-    assert out[0, :, 3].tolist() == [255, 255, 255]
-
-
-def test_resize_flow_scales_vectors():
-    flow = torch.zeros(1, 2, 8, 8)
-    flow[:, 0], flow[:, 1] = 2.0, -1.0
-    out = resize_flow(flow, (4, 16))
-    assert out.shape == (1, 2, 4, 16)
-    torch.testing.assert_close(out[:, 0], torch.full((1, 4, 16), 4.0))
-    torch.testing.assert_close(out[:, 1], torch.full((1, 4, 16), -0.5))
 
 
 def test_warp_rejects_mismatched_flow():
