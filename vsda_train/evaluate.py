@@ -121,6 +121,23 @@ def evaluate_run(run: Any) -> dict[str, Any]:
     return result
 
 
+REPORT_METRICS = (("mIoU", "miou"), ("VPQ", "vpq"), ("VPQ things", "vpq_things"), ("VPQ stuff", "vpq_stuff"),
+                  ("TC", "tc"))
+
+
+def report_table(runs: dict[str, dict[str, Any]], title: str = "validation split, %") -> Any:
+    """Return a Rich table of the eval JSON of several runs, one row each."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("run")
+    for name, _ in REPORT_METRICS:
+        table.add_column(name, justify="right")
+    for name, res in runs.items():
+        table.add_row(name, *("-" if res.get(k) is None else f"{res[k]:.1f}" for _, k in REPORT_METRICS))
+    return table
+
+
 def print_summary(result: dict[str, Any], title: str) -> None:
     """Print a one-table summary (mIoU, VPQ, TC) with Rich."""
     from rich.console import Console

@@ -74,3 +74,23 @@ def test_label_space_option(gt_root: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--gt", f"cityscapes-vps:{gt_root}",
                               "--label-space", "kitti"])
     assert bad.exit_code == 2 and "--label-space" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_report_tabulates_finished_runs_and_names_a_missing_one(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vsda_train.cli import app
+
+    for name, miou in (("source", 12.04), ("vat", 20.36)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps({"miou": miou, "vpq": 5.0, "tc": None}))
+    runs = [str(tmp_path / n) for n in ("source", "vat")]
+    res = CliRunner().invoke(app, ["report", *runs, "--json", str(tmp_path / "t.json")])
+    assert res.exit_code == 0, res.output
+    assert "12.0" in res.output and "20.4" in res.output
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert table[runs[1]]["miou"] == 20.36 and table[runs[0]]["tc"] is None
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "nope/eval.json: not found" in res.output

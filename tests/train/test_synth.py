@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks import colour_baseline as cb
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.data import CityscapesSeqDataset, build_dataset
 from vsda_deploy.data.viper import viper_to_train
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15, VIPER_CAR_ID, VIPER_LUT
 from vsda_train.cli import app
 from vsda_train.synth import SynthConfig, generate, total_frames
+from vsda_train.synth import colour_baseline as cb
 from vsda_train.synth import shapes as S
 from vsda_train.synth.raster import _clip, hood_mask, rasterize
 from vsda_train.synth.scene import CameraPath, SceneObject, Street
@@ -318,10 +318,15 @@ def test_colour_baseline_on_a_small_benchmark(data: Path, tmp_path: Path) -> Non
     assert preds == sorted(p.name for p in (data / "target" / "val" / "img").iterdir())
     pred = _read(tmp_path / "pred" / preds[0])
     assert pred.dtype == np.uint8 and pred.shape == (32, 64) and pred.max() < 15
-    assert cb.main(["--data", str(data), "--json", str(tmp_path / "r.json")]) == 0
+    from typer.testing import CliRunner
+
+    from vsda_train.cli import app
+
+    res = CliRunner().invoke(app, ["colour-baseline", str(data), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["target_fitted"]["miou"] == result["target_fitted"]["miou"]
-    assert cb.main(["--data", str(tmp_path / "nowhere")]) == 2
+    assert CliRunner().invoke(app, ["colour-baseline", str(tmp_path / "nowhere")]).exit_code == 2
 
 
 def test_source_frames_can_have_their_own_size(tmp_path) -> None:

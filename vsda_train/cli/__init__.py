@@ -2,7 +2,7 @@
 
 import typer
 
-from vsda_train.cli import evaluate, flow, phases, synth
+from vsda_train.cli import evaluate, flow, phases, report, synth
 
 app = typer.Typer(
     add_completion=False,
@@ -15,3 +15,5 @@ app.command("source")(phases.source)
 app.command("vat")(phases.vat)
 app.command("vst")(phases.vst)
 app.command("flow")(flow.flow)
+app.command("report")(report.report)
+app.command("colour-baseline")(report.colour_baseline)

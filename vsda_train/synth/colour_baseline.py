@@ -6,7 +6,7 @@ target-val frames (pixel accuracy and mIoU over one confusion matrix). The bench
 fair only if the source-fitted classifier is far behind the target-fitted one: colour
 must not carry across domains on its own.
 
-    python -m benchmarks.colour_baseline --data data/synth [--pred-out DIR] [--json FILE]
+    vsda-train colour-baseline data/synth [--pred-out DIR] [--json FILE]
 
 ``--pred-out`` writes the source-fitted predictions of target-val, one uint8 train-id PNG
 per labelled frame named like its ``img/`` file (``{image_id}_newImg8bit.png`` or ``_leftImg8bit.png``), which
@@ -15,9 +15,6 @@ per labelled frame named like its ``img/`` file (``{image_id}_newImg8bit.png`` o
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +29,7 @@ from vsda_deploy.data.cityscapes_seq import CityscapesSeqDataset
 from vsda_deploy.data.viper import viper_to_train
 from vsda_deploy.evaluation import list_gt
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15
+from vsda_deploy.metrics import ConfusionMatrix
 
 C = VIPER15.num_classes
 
@@ -102,22 +100,13 @@ def predict(means: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     return dist.argmin(1).astype(np.uint8).reshape(rgb.shape[:2])
 
 
-def confusion(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Return the (C, C) confusion matrix (rows ground truth) of one frame, 255 in gt ignored."""
-    valid = gt != IGNORE_INDEX
-    return np.bincount(gt[valid].astype(np.int64) * C + pred[valid], minlength=C * C).reshape(C, C)
-
-
-def scores(conf: np.ndarray) -> dict:
+def scores(cm: ConfusionMatrix) -> dict:
     """Return pixel accuracy, mIoU (classes present in gt or prediction) and per-class IoU, in percent."""
-    tp = np.diag(conf).astype(float)
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+    iou = cm.iou()
     return {
-        "pixel_accuracy": round(100 * tp.sum() / max(conf.sum(), 1), 2),
-        "miou": round(100 * float(np.nanmean(iou)), 2),
-        "iou": {n: (None if np.isnan(v) else round(100 * float(v), 2)) for n, v in zip(VIPER15.classes, iou)},
+        "pixel_accuracy": round(cm.pixel_accuracy(), 2),
+        "miou": round(cm.miou(), 2),
+        "iou": {n: (None if np.isnan(v) else round(float(v), 2)) for n, v in zip(VIPER15.classes, iou)},
     }
 
 
@@ -126,13 +115,13 @@ def run(data: Path, pred_out: Path | None = None) -> dict:
     start = time.perf_counter()
     fitted = {"source_fitted": fit_class_means(viper_frames(data / "source")),
               "target_fitted": fit_class_means(oracle_frames(data / "oracle"))}
-    conf = {k: np.zeros((C, C), np.int64) for k in fitted}
+    conf = {k: ConfusionMatrix(C) for k in fitted}
     val_frames = 0
     for rgb, gt, name in vps_frames(data / "target", "val"):
         val_frames += 1
         for k, (means, _) in fitted.items():
             pred = predict(means, rgb)
-            conf[k] += confusion(gt, pred)
+            conf[k].update(pred, gt)
             if pred_out is not None and k == "source_fitted":
                 pred_out.mkdir(parents=True, exist_ok=True)
                 if not cv2.imwrite(str(pred_out / name), pred):
@@ -162,31 +151,3 @@ def print_table(result: dict, console: Console) -> None:
     console.print(table)
     console.print(f"source-fitted loses {result['gap_pixel_accuracy']:.1f} points of pixel accuracy and "
                   f"{result['gap_miou']:.1f} of mIoU against target-fitted ({result['seconds']} s)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.colour_baseline",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="output folder of `vsda-train synth`")
-    parser.add_argument("--pred-out", type=Path, help="write source-fitted target-val predictions here")
-    parser.add_argument("--json", type=Path, help="write the figures as JSON here")
-    args = parser.parse_args(argv)
-    console = Console()
-    for sub in ("source", "oracle", "target"):
-        if not (args.data / sub).is_dir():
-            console.print(f"{args.data / sub}: not found; --data must be a `vsda-train synth` output folder")
-            return 2
-    try:
-        result = run(args.data, args.pred_out)
-    except (OSError, ValueError) as e:
-        console.print(f"error: {e}")
-        return 2
-    print_table(result, console)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
