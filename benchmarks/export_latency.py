@@ -105,8 +105,8 @@ def _model(checkpoint: str | None, name: str, width: int, work: Path) -> tuple[A
     """Return ``(eval model, checkpoint path)``: the given checkpoint, or a seeded random one."""
     import torch
     from torch import nn
+    from vsda_export.onnx_export import load_for_export
 
-    from export.onnx_export import load_for_export
     from vsda_train.checkpoint import save_checkpoint
     from vsda_train.models import create_model
 
@@ -140,8 +140,8 @@ def _data(spec: str | None, work: Path) -> str:
 
 def _export_all(model: Any, ckpt: Path, size: tuple[int, int], dynamic: bool, data: str, calib_frames: int,
                 work: Path) -> dict[str, Path]:
-    from export.onnx_export import export_fp32, model_meta
-    from export.precision import FrameCalibrationReader, convert_fp16, open_frames, quantize_int8
+    from vsda_export.onnx_export import export_fp32, model_meta
+    from vsda_export.precision import FrameCalibrationReader, convert_fp16, open_frames, quantize_int8
 
     meta = model_meta(model, {"label_space": "viper15"}, ckpt, size, dynamic)
     stem = f"{meta.model_name}_w{meta.model_config.get('width')}_{size[0]}x{size[1]}"
@@ -221,7 +221,7 @@ def _table(results: list[dict[str, Any]]) -> Table:
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
-    from export.onnx_export import parse_input_size
+    from vsda_export.onnx_export import parse_input_size
 
     return [parse_input_size(s) for s in text.split(",") if s.strip()]
 
@@ -241,7 +241,8 @@ def main(
     json_out: str = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Time PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8 on this CPU."""
-    from export.precision import open_frames
+    from vsda_export.precision import open_frames
+
     from vsda_deploy.pipeline import model_input
     from vsda_deploy.preprocess import IMAGENET
 

@@ -68,8 +68,8 @@ def _sibling(output: Path, suffix: str) -> Path:
 
 def _validate(opts: ExportOptions) -> Path:
     """Return the output path after the checks that cost nothing; ExportError names the option."""
-    from export.onnx_export import ExportError, ensure_writable
-    from export.precision import CALIB_METHODS, INT8_TARGETS
+    from vsda_export.onnx_export import ExportError, ensure_writable
+    from vsda_export.precision import CALIB_METHODS, INT8_TARGETS
 
     output = Path(opts.output)
     if output.suffix != ".onnx":
@@ -90,7 +90,7 @@ def _validate(opts: ExportOptions) -> Path:
     if opts.workspace_gib <= 0:
         raise ExportError(f"--workspace {opts.workspace_gib}: must be > 0 GiB")
     if opts.engine:
-        from export.tensorrt import import_tensorrt
+        from vsda_export.tensorrt import import_tensorrt
 
         import_tensorrt()  # fail before minutes of export, naming the [trt] extra
     return ensure_writable(output)
@@ -98,8 +98,8 @@ def _validate(opts: ExportOptions) -> Path:
 
 def _parity_data(opts: ExportOptions) -> tuple[str, Any, Path | None]:
     """Return ``(frame spec, its FrameSet, labelled Cityscapes-VPS root or None)`` for the parity check."""
-    from export.onnx_export import ExportError
-    from export.precision import open_frames
+    from vsda_export.onnx_export import ExportError
+    from vsda_export.precision import open_frames
 
     spec = opts.data
     if spec is None and opts.calib and opts.calib.startswith("cityscapes-vps:"):
@@ -132,8 +132,8 @@ def run_export(opts: ExportOptions, console: Any = None) -> ExportReport:
         return _engine_only(opts, console)
     output = _validate(opts)
 
-    from export.onnx_export import export_fp32, load_for_export, model_meta
-    from export.precision import FrameCalibrationReader, convert_fp16, open_frames, quantize_int8
+    from vsda_export.onnx_export import export_fp32, load_for_export, model_meta
+    from vsda_export.precision import FrameCalibrationReader, convert_fp16, open_frames, quantize_int8
 
     model, ckpt = load_for_export(opts.checkpoint)
     # bad --calib / --data fail here, before minutes of export
@@ -164,9 +164,8 @@ def run_export(opts: ExportOptions, console: Any = None) -> ExportReport:
 
 def _check_qdq(path: Path, target: str) -> None:
     import onnx
-
-    from export.onnx_export import ExportError
-    from export.precision import trt_qdq_violations
+    from vsda_export.onnx_export import ExportError
+    from vsda_export.precision import trt_qdq_violations
 
     problems = trt_qdq_violations(onnx.load(str(path)))
     if target == "trt" and problems:
@@ -174,7 +173,7 @@ def _check_qdq(path: Path, target: str) -> None:
 
 
 def _build(opts: ExportOptions, files: dict[str, Path], output: Path, console: Any) -> Path:
-    from export.tensorrt import build_engine
+    from vsda_export.tensorrt import build_engine
 
     source = files["fp32"] if opts.engine_fp16 else files.get("int8") or files.get("fp16") or files["fp32"]
     engine = build_engine(source, _sibling(output, ".engine"), workspace_gib=opts.workspace_gib,
@@ -184,8 +183,8 @@ def _build(opts: ExportOptions, files: dict[str, Path], output: Path, console: A
 
 
 def _engine_only(opts: ExportOptions, console: Any) -> ExportReport:
-    from export.onnx_export import ExportError
-    from export.tensorrt import build_engine, import_tensorrt
+    from vsda_export.onnx_export import ExportError
+    from vsda_export.tensorrt import build_engine, import_tensorrt
 
     onnx_path = Path(opts.checkpoint)
     if not onnx_path.is_file():
@@ -202,8 +201,8 @@ def _engine_only(opts: ExportOptions, console: Any) -> ExportReport:
 
 def _run_parity(opts: ExportOptions, model: Any, meta: Any, report: ExportReport, parity: tuple[str, Any, Path | None],
                 output: Path, console: Any) -> None:
-    from export.parity import measure_parity, parity_sizes, reference_segmenter, render_table, write_report
-    from export.precision import spread
+    from vsda_export.parity import measure_parity, parity_sizes, reference_segmenter, render_table, write_report
+    from vsda_export.precision import spread
 
     spec, frames_set, gt_root = parity
     frames = list(frames_set.read(spread(len(frames_set), opts.parity_frames)))
@@ -227,7 +226,7 @@ def _run_parity(opts: ExportOptions, model: Any, meta: Any, report: ExportReport
 
 def _engine_runs_here(engine: Path, notes: list[str]) -> bool:
     try:
-        from export.tensorrt import gpu_properties
+        from vsda_export.tensorrt import gpu_properties
 
         gpu_properties()
         return True

@@ -48,8 +48,8 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log TensorRT and ONNX Runtime messages"),
 ) -> None:
     """Export a checkpoint to ONNX (and TensorRT) and check every file against PyTorch."""
-    from export import ExportOptions, run_export
-    from export.onnx_export import parse_input_size
+    from vsda_export import ExportOptions, run_export
+    from vsda_export.onnx_export import parse_input_size
 
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)

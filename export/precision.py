@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from vsda_export.onnx_export import ExportError, read_meta, save_checked, set_meta
 
-from export.onnx_export import ExportError, read_meta, save_checked, set_meta
 from vsda_deploy.model_meta import ModelMeta
 from vsda_deploy.pipeline import model_input
 from vsda_deploy.preprocess import Normalization

@@ -26,7 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from export.onnx_export import ExportError
+from vsda_export.onnx_export import ExportError
+
 from vsda_deploy import engine as engine_files
 from vsda_deploy.engine import (  # the sidecar format, the compatibility rule and the logger, re-exported
     BuildInfo,
@@ -197,8 +198,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, workspace_gi
                  min_size: tuple[int, int] | None = None, max_size: tuple[int, int] | None = None) -> Path:
     """Build a TensorRT plan from a vsda ONNX file; write it, its sidecar and the timing cache; return its path."""
     import onnx
-
-    from export.onnx_export import read_meta
+    from vsda_export.onnx_export import read_meta
 
     trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)

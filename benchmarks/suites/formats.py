@@ -72,11 +72,11 @@ def load_source(path: Path, frame_size: tuple[int, int]) -> tuple[Any, Any]:
     try:
         if path.suffix.lower() == ".onnx":
             import onnx
-
-            from export.onnx_export import read_meta
+            from vsda_export.onnx_export import read_meta
 
             return read_meta(onnx.load(str(path), load_external_data=False), str(path)), None
-        from export.onnx_export import load_for_export, model_meta
+        from vsda_export.onnx_export import load_for_export, model_meta
+
         from vsda_deploy.model_meta import checkpoint_eval_size
 
         model, ckpt = load_for_export(path)
@@ -100,7 +100,7 @@ class Reference:
 
 def val_frames(data: str) -> list[np.ndarray]:
     """Return the parity frames: ``PARITY_FRAMES`` val frames spread over the split (RGB)."""
-    from export.precision import open_frames, spread
+    from vsda_export.precision import open_frames, spread
 
     frames = open_frames(data, split="val")
     return list(frames.read(spread(len(frames), PARITY_FRAMES)))
@@ -109,7 +109,8 @@ def val_frames(data: str) -> list[np.ndarray]:
 def make_reference(model_path: Path, meta: Any, model: Any, rgbs: list[np.ndarray], root: Path,
                    threads: int) -> Reference:
     """Return the reference: PyTorch FP32 on the CPU, or the FP32 ONNX on ORT CPU when there is no checkpoint."""
-    from export.parity import reference_segmenter
+    from vsda_export.parity import reference_segmenter
+
     from vsda_deploy.backends import OrtSegmenter
     from vsda_deploy.evaluation import evaluate_predictor
     from vsda_deploy.pipeline import label_predictor, model_input
@@ -125,7 +126,8 @@ def make_reference(model_path: Path, meta: Any, model: Any, rgbs: list[np.ndarra
 
 def accuracy(fmt: Format, segmenter: Any, ref: Reference, root: Path) -> tuple[dict[str, float], list[str]]:
     """Return the row's accuracy values (mIoU, VPQ, agreement, max |Δ|) and its tolerance failures."""
-    from export.parity import TOLERANCES, ParityRow, check_row, compare_logits
+    from vsda_export.parity import TOLERANCES, ParityRow, check_row, compare_logits
+
     from vsda_deploy.evaluation import evaluate_predictor
     from vsda_deploy.pipeline import label_predictor
 

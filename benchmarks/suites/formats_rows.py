@@ -96,7 +96,7 @@ class Exports:
 
     def _make(self, kind: str) -> Path:
         # Through the module, not a name bound at import: a test can make one conversion fail.
-        from export import onnx_export, precision
+        from vsda_export import onnx_export, precision
 
         out = self.plan.folder / FILE_NAMES[kind]
         if kind == "fp32":
@@ -106,14 +106,14 @@ class Exports:
         if kind in ("int8", "int8-cpu"):
             return precision.quantize_int8(self.path("fp32"), out, self._calibration(),
                                            target="cpu" if kind == "int8-cpu" else "trt")
-        from export.tensorrt import build_engine
+        from vsda_export.tensorrt import build_engine
 
         lo, hi = self.plan.engine_sizes
         return build_engine(self.path(kind.removeprefix("engine-")), out, min_size=lo, max_size=hi)
 
     def _calibration(self) -> Any:
         """Return the INT8 calibration reader: ``calib_frames`` train frames at the model's scale."""
-        from export.precision import FrameCalibrationReader, open_frames
+        from vsda_export.precision import FrameCalibrationReader, open_frames
 
         frames = open_frames(self.plan.data, split="train")
         return FrameCalibrationReader(frames, self.plan.calib_frames, tuple(self.meta.input_size),

@@ -49,7 +49,7 @@ def _onnx_model(model: Path, size: tuple[int, int], folder: Path) -> Path:
     """Return an ONNX file for ``model``: itself, or the FP32 export of a checkpoint."""
     if model.suffix.lower() == ".onnx":
         return model
-    from export.onnx_export import export_fp32, load_for_export, model_meta
+    from vsda_export.onnx_export import export_fp32, load_for_export, model_meta
 
     net, ckpt = load_for_export(model)
     meta = model_meta(net, ckpt, model, size, dynamic=True)

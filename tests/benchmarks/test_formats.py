@@ -19,12 +19,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
+from vsda_export.onnx_export import export_fp32, load_for_export, model_meta
 
 from benchmarks import suite as S
 from benchmarks.__main__ import app
 from benchmarks.suites import formats
 from benchmarks.suites.formats_rows import NEEDS_CHECKPOINT, Loaded
-from export.onnx_export import export_fp32, load_for_export, model_meta
 from tests.export.test_parity import fit_checkpoint
 from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_train.synth.config import SynthConfig
@@ -137,7 +137,7 @@ def test_a_failed_conversion_fails_only_its_rows(checkpoint: Path, bench: Path, 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("fp16 conversion broke\nsecond line")
 
-    monkeypatch.setattr("export.precision.convert_fp16", broken)
+    monkeypatch.setattr("vsda_export.precision.convert_fp16", broken)
     forced = formats.run(replace(_opts(checkpoint, bench), runs=2, warmup=0), calib_frames=4)
     before, after = _rows(result), _rows(forced)
     assert after["ONNX FP16 · ORT CPU"].status == S.FAILED

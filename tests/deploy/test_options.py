@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from vsda_export.onnx_export import parse_input_size as export_input_size
 
-from export.onnx_export import parse_input_size as export_input_size
 from vsda_deploy.options import MAX_SIDE, MIN_SIDE, OptionError, parse_hw, parse_input_size
 
 

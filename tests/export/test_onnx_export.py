@@ -13,9 +13,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from typer.testing import CliRunner
-
-from export.cli import app
-from export.onnx_export import (
+from vsda_export.cli import app
+from vsda_export.onnx_export import (
     ExportError,
     ensure_writable,
     export_fp32,
@@ -23,6 +22,7 @@ from export.onnx_export import (
     model_meta,
     parse_input_size,
 )
+
 from tests.helpers import trained_like
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import read_onnx_meta
@@ -86,7 +86,8 @@ def test_dynamic_export_shapes_and_metadata_round_trip(ckpt: Path, tmp_path: Pat
 
 def test_export_records_the_trained_scale_and_normalisation(tmp_path: Path) -> None:
     """vsda-export defaults to the checkpoint's eval_size and its preprocess; --input-size still wins."""
-    from export import ExportOptions, run_export
+    from vsda_export import ExportOptions, run_export
+
     from vsda_deploy.preprocess import CAFFE
 
     new = random_checkpoint(tmp_path / "new.pt", eval_size=[48, 96], config={"model": {"preprocess": "caffe"}})

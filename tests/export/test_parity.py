@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
+from vsda_export import ExportOptions, run_export
+from vsda_export import parity as P
+from vsda_export.cli import app
 
-from export import ExportOptions, run_export
-from export import parity as P
-from export.cli import app
 from tests.export.test_onnx_export import random_checkpoint
 from tests.helpers import one_torch_thread  # noqa: F401 - autouse: torch on one thread
 from vsda_deploy import cityscapes_vps as vps
@@ -105,7 +105,7 @@ def test_files_are_labelled_as_vsda_infer_labels_frames() -> None:
 
 def test_parity_runs_the_deployment_backends(tmp_path: Path) -> None:
     model = create_model("ddrnet23_slim", 15, width=8).eval()
-    from export.onnx_export import export_fp32
+    from vsda_export.onnx_export import export_fp32
 
     meta = ModelMeta(classes=tuple(f"c{i}" for i in range(15)), palette=((0, 0, 0),) * 15, input_size=(32, 48))
     path = export_fp32(model, tmp_path / "m.onnx", meta)

@@ -12,9 +12,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-from export.onnx_export import ExportError, export_fp32, load_for_export, model_meta
-from export.precision import (
+from vsda_export.onnx_export import ExportError, export_fp32, load_for_export, model_meta
+from vsda_export.precision import (
     FrameCalibrationReader,
     FrameSet,
     convert_fp16,
@@ -24,6 +23,7 @@ from export.precision import (
     spread,
     trt_qdq_violations,
 )
+
 from tests.export.test_onnx_export import random_checkpoint
 from vsda_deploy.model_meta import read_onnx_meta
 from vsda_deploy.pipeline import model_input

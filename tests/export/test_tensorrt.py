@@ -12,8 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from vsda_export import tensorrt as T
 
-from export import tensorrt as T
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import ModelMeta
 
@@ -202,8 +202,7 @@ def test_missing_tensorrt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_cli_engine_without_tensorrt_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
-
-    from export.cli import app
+    from vsda_export.cli import app
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     res = CliRunner().invoke(app, [str(tmp_path / "missing.pt"), "-o", str(tmp_path / "m.onnx"), "--engine"])
@@ -215,8 +214,7 @@ def test_cli_engine_without_tensorrt_is_one_line(tmp_path: Path, monkeypatch: py
 
 def test_engine_from_an_onnx_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
-
-    from export.cli import app
+    from vsda_export.cli import app
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     missing = tmp_path / "model_int8.onnx"
@@ -238,9 +236,9 @@ def test_build_and_run_engine_where_tensorrt_exists(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("TensorRT is installed but no CUDA GPU is visible")
     import numpy as np
+    from vsda_export.onnx_export import export_fp32
+    from vsda_export.parity import file_segmenter
 
-    from export.onnx_export import export_fp32
-    from export.parity import file_segmenter
     from vsda_train.models import create_model
 
     model = create_model("ddrnet23_slim", 15, width=8).eval()
