@@ -7,6 +7,7 @@
     python -m benchmarks metrics  [--data ...]
     python -m benchmarks data     [--workers 0,1,2] [--clips 24] [--utilisation 0.4] [--peak-tflops 989.4]
     python -m benchmarks rehearsal [--root runs/rehearsal] [--models deeplabv2,ddrnet]
+    python -m benchmarks tables   [--check]     # the results tables of README.md and docs/ from the JSON
     python -m benchmarks compare A.json B.json
 
 ``data`` needs no dataset: it writes a small full-resolution VIPER-like and Cityscapes-like tree and
@@ -182,6 +183,19 @@ def rehearsal(root: Path = typer.Option(Path("runs/rehearsal"), "--root", help="
         raise typer.BadParameter(f"{models!r}: choose from {', '.join(suite.CONFIGS)}", param_hint="--models")
     opts = _options(DEFAULT_MODEL, DEFAULT_DATA, "cpu", "256x512", out)
     _finish("rehearsal", suite.run(root, names), opts)
+
+
+@app.command()
+def tables(check: bool = typer.Option(False, "--check", help="only say which documents are out of date (exit 1)")
+           ) -> None:
+    """Rewrite the results tables marked in README.md and docs/*.md from benchmarks/results JSON."""
+    from benchmarks.tables import update
+
+    stale = update(check)
+    for doc in stale:
+        console.print(f"{'out of date' if check else 'updated'}: {doc}")
+    if check and stale:
+        raise typer.Exit(1)
 
 
 @app.command("compare")

@@ -5,7 +5,7 @@
 * INT8: ``quantize_static`` in QDQ format, per-channel symmetric INT8 weights, symmetric INT8
   activations, biases left FP32, Q/DQ on the inputs of Conv (Gemm, MatMul) only, as NVIDIA places them;
   Resize, Softmax, ArgMax and the classifier stay FP32. That file obeys TensorRT's explicit-quantization
-  rules (edge.md section 4), so the same file runs in ONNX Runtime and builds a TensorRT engine.
+  rules (docs/export.md), so the same file runs in ONNX Runtime and builds a TensorRT engine.
   ``target="cpu"`` quantizes activations to asymmetric UINT8 and the Adds and layer outputs too: what
   ONNX Runtime's x86 kernels are fast with (ReLU folds into QLinearConv); TensorRT rejects that file.
   Calibration defaults to Percentile (99.999): on the demo's DDRNet-23-slim it kept 0.05-0.4 points more

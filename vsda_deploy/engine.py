@@ -3,11 +3,11 @@
 A plan (``model.engine``) is only the serialised engine; ``model.engine.json`` next to it carries the
 model's metadata, what the plan was built with and for (``BuildInfo``) and its input profile. Before a
 plan is deserialised, ``check_compatible`` compares the sidecar with this machine (``Device``), since
-TensorRT itself has no way to ask and only logs why a load failed (docs/edge.md section 2):
+TensorRT itself has no way to ask and only logs why a load failed (docs/export.md):
 
 * TensorRT: the exact version it was built with. A plan built with ``BuilderFlag.VERSION_COMPATIBLE``
   also loads in a later runtime of the same major, and a TensorRT 10 one in TensorRT 11; never in an
-  older runtime (docs/edge.md section 1).
+  older runtime (docs/export.md).
 * GPU: the same compute capability, unless built hardware-compatible.
 * CPU architecture: always the same (plans never move between x86_64 and aarch64).
 

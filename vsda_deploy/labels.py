@@ -1,6 +1,6 @@
 """Label spaces, palettes and id maps of vsda (numpy only).
 
-The training space is the 15-class VIPER<->Cityscapes space (method.md). Files in
+The training space is the 15-class VIPER<->Cityscapes space (docs/method.md). Files in
 the official Cityscapes-VPS format carry the 19 Cityscapes trainIds; the maps here
 convert between the two. Every map is a lookup table (LUT): ``lut[raw_id] -> train id``
 with 255 for ignored ids, so remapping a label image is one ``lut[label]``.

@@ -1,4 +1,4 @@
-"""Label spaces and id maps (method.md)."""
+"""Label spaces and id maps (docs/method.md)."""
 
 import numpy as np
 import pytest

@@ -85,7 +85,7 @@ def test_jpg_frames_and_split(tmp_path) -> None:
 
 
 def test_instances_go_to_meta_when_present(tmp_path) -> None:
-    # VIPER inst PNGs (method.md, from the VIPER toolkit): R is the class, the instance is 256 G + B.
+    # VIPER inst PNGs (docs/datasets.md, from the VIPER toolkit): R is the class, the instance is 256 G + B.
     root = make_viper(tmp_path, seqs=("001",), n=2)
     inst = np.zeros((H, W, 3), np.uint8)
     inst[..., 0], inst[..., 1], inst[..., 2] = 24, 1, 2  # R, G, B in the file: car, instance 258
