@@ -63,7 +63,7 @@ lint: install
 
 # The main job end to end on the synthetic benchmark: generate it, score a colour-only
 # baseline, train source -> VAT -> VST, print the table, export to ONNX (FP32/FP16/INT8)
-# and stream the target-val videos through vsda-infer. Re-running continues finished work.
+# stream the target-val videos through vsda-infer, and draw the before/after picture. Re-running continues finished work.
 demo: install
 	test -f $(DEMO_DATA)/summary.json || $(BIN)/vsda-train synth $(DEMO_DATA) --seed 0
 	$(BIN)/vsda-train colour-baseline $(DEMO_DATA) --pred-out $(RUNS)/colour_pred --json $(RUNS)/colour_baseline.json
@@ -74,6 +74,7 @@ demo: install
 	$(BIN)/vsda-train report $(RUNS)/source $(RUNS)/vat $(RUNS)/vst --json $(RUNS)/table.json
 	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-seq:$(DEMO_DATA)/oracle --input-size 128x256
 	$(BIN)/vsda-infer cityscapes-vps:$(DEMO_DATA)/target --model $(RUNS)/export/model.onnx --smooth none --no-show --report $(RUNS)/infer/report.json
+	$(BIN)/vsda-train picture "source-only=$(RUNS)/source/last.pt" "VAT=$(RUNS)/vat/last.pt" "VAT+VST=$(RUNS)/vst/last.pt" --data cityscapes-vps:$(DEMO_DATA)/target -o $(RUNS)/before_after.png
 
 # Every benchmark suite on this machine (after the demo, whose model and data they use):
 # JSON, Markdown and PNG per suite into $(BENCH_OUT). The 3-seed adaptation table is

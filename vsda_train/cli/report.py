@@ -44,3 +44,22 @@ def colour_baseline(
     print_table(result, Console())
     if json_out is not None:
         dump_json(json_out, result)
+
+
+def picture(
+    checkpoints: list[str] = typer.Argument(..., help="TITLE=CKPT pairs, e.g. source-only=runs/demo/source/last.pt"),
+    data: str = typer.Option(..., "--data", help="labelled target spec, e.g. cityscapes-vps:data/synth/target"),
+    out: Path = typer.Option(Path("before_after.png"), "--out", "-o", help="the PNG to write"),
+    frames: int = typer.Option(3, "--frames", min=1, help="labelled frames shown, spread over the split"),
+) -> None:
+    """A before/after picture: each checkpoint's classes on the same target frames, beside the labels."""
+    from vsda_train.picture import write_before_after
+
+    pairs = {}
+    for item in checkpoints:
+        title, sep, path = item.partition("=")
+        if not sep or not title or not path:
+            typer.echo(f"error: {item!r}: expected TITLE=CKPT", err=True)
+            raise typer.Exit(2)
+        pairs[title] = path
+    typer.echo(f"wrote {write_before_after(pairs, data, out, frames)}")
