@@ -72,7 +72,7 @@ demo: install
 	$(BIN)/vsda-train vat -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vat --init $(RUNS)/source/last.pt --resume
 	$(BIN)/vsda-train vst -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vst --init $(RUNS)/vat/last.pt --resume
 	$(BIN)/vsda-train report $(RUNS)/source $(RUNS)/vat $(RUNS)/vst --json $(RUNS)/table.json
-	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-seq:$(DEMO_DATA)/oracle --input-size 128x256
+	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-seq:$(DEMO_DATA)/oracle
 	$(BIN)/vsda-infer cityscapes-vps:$(DEMO_DATA)/target --model $(RUNS)/export/model.onnx --smooth none --no-show --report $(RUNS)/infer/report.json
 	$(BIN)/vsda-train picture "source-only=$(RUNS)/source/last.pt" "VAT=$(RUNS)/vat/last.pt" "VAT+VST=$(RUNS)/vst/last.pt" --data cityscapes-vps:$(DEMO_DATA)/target -o $(RUNS)/before_after.png
 
