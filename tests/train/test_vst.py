@@ -57,3 +57,21 @@ def test_two_gloo_ranks_write_pseudo_labels_byte_identical_to_one_process(synth:
     assert label.shape == (48, 96) and label.dtype == np.uint8  # at the training scale, not the frames' 64x128
     stats = json.loads((a / "stats.json").read_text())
     assert 0 < stats["kept_fraction"] < 100 and stats["accuracy_kept"] is not None
+
+
+def test_labelled_target_frames_are_labelled_with_their_neighbours_predicted(synth: Path, tmp_path: Path) -> None:
+    """data.target_frames=labelled (the peers' target set): pseudo labels for the labelled positions only, whose
+    voting neighbours t-1 and t+1 come from the every-frame index of the same videos."""
+    from vsda_train.clips import domain_clips
+    from vsda_train.config import load_config
+    from vsda_train.vst import plan_videos
+
+    cfg = load_config(None, [f"data.target=cityscapes-vps:{synth}/target", "data.target_frames=labelled"])
+    train = domain_clips(cfg, "target", labels=False, with_flow=False, frames="labelled")
+    universe = domain_clips(cfg, "target", labels=False, with_flow=False)
+    assert len(train) == 3  # 3 train videos of 8 frames, frame 5 labelled in each (VPS labels every 5th)
+    plans = plan_videos(train, universe)
+    assert len(plans) == 3
+    for plan in plans.values():
+        (t,) = plan.labelled
+        assert {t - 1, t} <= set(plan.frames)  # t-1 voting (t+1 lies past the video's last labelled frame here)
