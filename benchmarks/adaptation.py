@@ -37,6 +37,8 @@ LABELS = {
 INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "mt": "vat",
         "mt_img": "vat"}
 SELF_TRAINING = ("image_st", "vat_vst", "mt", "mt_img")
+# the order runs start in: the longest chains (source-only -> VAT -> phase 2) first
+SCHEDULE = ("source_only", "vat", "mt", "vat_vst", "mt_img", "image_st", "image_adv", "source_aug", "oracle")
 
 
 def row_config(row: str, cfg: Any) -> Any:
@@ -156,7 +158,7 @@ def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
     running: dict[Future, tuple[str, int]] = {}
     with ProcessPoolExecutor(max(1, jobs), mp_context=get_context("spawn")) as pool:
         while len(done) < len(needed):
-            ready = [t for t in sorted(needed, key=lambda t: (ROWS.index(t[0]), t[1]))
+            ready = [t for t in sorted(needed, key=lambda t: (SCHEDULE.index(t[0]), t[1]))
                      if t not in done and t not in running.values()
                      and (t[0] not in INIT or (INIT[t[0]], t[1]) in done)]
             for row, seed in ready[: max(1, jobs) - len(running)]:

@@ -27,17 +27,18 @@ from vsda_train.transforms import ClipTransform
 
 def clip_stream(run: Run, domain: str, photometric: str, labels: bool, with_flow: bool, seed_offset: int,
                 label_fn: Any = None, batch_size: int | None = None, spec: str | None = None,
-                teacher_view: bool = False) -> Iterator[dict[str, Tensor]]:
+                teacher_view: bool = False, with_prev: bool | None = None) -> Iterator[dict[str, Tensor]]:
     """Return an endless stream of transformed batches of ``domain``, resumable at ``run.it``.
 
     Source and oracle clips are the labelled frames; target clips are ``data.target_frames``. Frame
-    t-k is read only for the steps that look at it (with flow, or ``teacher_view``). ``teacher_view``
-    adds the frames before the photometric change and, with flow, the forward flow.
+    t-k is read only for the steps that look at it (``with_prev``; default: with flow or
+    ``teacher_view``). ``teacher_view`` adds the frames before the photometric change and, with
+    flow, the forward flow.
     """
     cfg = run.cfg
     frames = cfg.data.target_frames if domain == "target" else "all"
     clips = domain_clips(cfg, domain, labels, with_flow, frames=frames, spec=spec, forward_flow=teacher_view,
-                         with_prev=with_flow or teacher_view)
+                         with_prev=(with_flow or teacher_view) if with_prev is None else with_prev)
     if with_flow and run.info.is_main and (line := on_demand_line(clips, cfg.data.workers)):
         print(line, flush=True)
     crop = cfg.data.source_size if domain == "source" else cfg.data.target_size
@@ -66,8 +67,8 @@ def train_vat(cfg: TrainConfig, init: str | None = None, resume: bool = False,
     prepare_out(run, resume)
     with_flow = cfg.vat.video_disc or cfg.vat.aux_adv_weight > 0
     bs = cfg.vat.batch_size
-    src = clip_stream(run, "source", cfg.vat.source_augment, True, with_flow, 0, batch_size=bs)
-    tgt = clip_stream(run, "target", "none", False, with_flow, 1, batch_size=bs)
+    src = clip_stream(run, "source", cfg.vat.source_augment, True, with_flow, 0, batch_size=bs, with_prev=True)
+    tgt = clip_stream(run, "target", "none", False, with_flow, 1, batch_size=bs, with_prev=True)
     if not with_flow:  # image-level adversarial training only: no flow needed
         src, tgt = _zero_flow(src), _zero_flow(tgt)
     train_loop(run, vat_step, [src, tgt], cfg.optim.iters, on_checkpoint=on_checkpoint)

@@ -230,8 +230,8 @@ def collect_batches(run: Any, phase: str, n: int) -> list[tuple[dict, ...]]:
         streams = [stream(run, "source", "none", True, False, 0)]
     elif phase == "vat":
         flow, bs = cfg.vat.video_disc, cfg.vat.batch_size
-        streams = [stream(run, "source", cfg.vat.source_augment, True, flow, 0, batch_size=bs),
-                   stream(run, "target", "none", False, flow, 1, batch_size=bs)]
+        streams = [stream(run, "source", cfg.vat.source_augment, True, flow, 0, batch_size=bs, with_prev=True),
+                   stream(run, "target", "none", False, flow, 1, batch_size=bs, with_prev=True)]
     else:
         streams = [stream(run, "target", cfg.vst.augment, False, False, 2)]
     batches = [tuple(next(s) for s in streams) for _ in range(n)]

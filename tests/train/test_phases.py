@@ -193,3 +193,16 @@ def test_source_options_are_recorded_in_the_run_config(synth: Path, tmp_path: Pa
     saved = yaml.safe_load((tmp_path / "runs" / "orc" / "config.yaml").read_text())
     assert saved["source"] == {"oracle": True, "augment": "weak"}
     assert load_checkpoint(tmp_path / "runs" / "orc" / "last.pt")["config"]["source"]["oracle"] is True
+
+
+def test_image_level_adversarial_vat_runs_without_flow(synth: Path, tmp_path: Path, monkeypatch) -> None:
+    """vat.video_disc=false, image_disc=true: no flow is read, frame t-k still goes through the segmenter."""
+    from vsda_train.phases import train_vat
+
+    monkeypatch.setenv("VSDA_NO_PROGRESS", "1")
+    cfg = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs", optim={"iters": 2},
+                       vat={"video_disc": False, "image_disc": True, "disc_width": 8})
+    run = train_vat(load_config(cfg, ["run.name=img"]))
+    rows = read_log(tmp_path / "runs" / "img" / "log.csv")
+    assert "loss_adv_image" in rows[-1] and "loss_adv_video" not in rows[-1]
+    assert run.it == 2
