@@ -59,6 +59,16 @@ def init_distributed(device: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
+def leave_distributed() -> None:
+    """Wait for every rank, then leave the process group.
+
+    A rank that exits while a gloo peer is still connected to it makes that peer abort, so every phase ends here.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def resolve_device(device: str, info: DistInfo) -> torch.device:
     """Return the torch device of this rank (``cuda`` means this rank's local GPU)."""
     if device.startswith("cuda"):

@@ -55,6 +55,7 @@ def train_source(cfg: TrainConfig, resume: bool = False, on_checkpoint: Checkpoi
     stream = clip_stream(run, "oracle" if cfg.source.oracle else "source", cfg.source.augment, labels=True,
                          with_flow=False, seed_offset=0)
     train_loop(run, source_step, [stream], cfg.optim.iters, on_checkpoint=on_checkpoint)
+    engine.leave_distributed()
     return run
 
 
@@ -72,6 +73,7 @@ def train_vat(cfg: TrainConfig, init: str | None = None, resume: bool = False,
     if not with_flow:  # image-level adversarial training only: no flow needed
         src, tgt = _zero_flow(src), _zero_flow(tgt)
     train_loop(run, vat_step, [src, tgt], cfg.optim.iters, on_checkpoint=on_checkpoint)
+    engine.leave_distributed()
     return run
 
 
@@ -107,6 +109,7 @@ def train_vst(cfg: TrainConfig, init: str, resume: bool = False,
                              label_fn=PseudoLabels(folder))
         end = total if r == rounds - 1 else (r + 1) * per_round
         train_loop(run, vst_step, [stream], end, desc=f"vst round {r + 1}/{rounds}", on_checkpoint=on_checkpoint)
+    engine.leave_distributed()
     return run
 
 
@@ -130,6 +133,7 @@ def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
 
         # what its teacher's labels are worth at the end, measured as VST's are (target-train labels)
         make_pseudo_labels(replace(run, model=run.teacher.model), run.out / "pseudo" / "teacher")
+    engine.leave_distributed()
     return run
 
 

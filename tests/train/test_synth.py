@@ -15,6 +15,7 @@ from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.data import CityscapesSeqDataset, build_dataset
 from vsda_deploy.data.viper import viper_to_train
 from vsda_deploy.labels import IGNORE_INDEX, VIPER15, VIPER_CAR_ID, VIPER_LUT
+from vsda_deploy.metrics import ConfusionMatrix
 from vsda_train.cli import app
 from vsda_train.synth import SynthConfig, generate, total_frames
 from vsda_train.synth import colour_baseline as cb
@@ -291,8 +292,9 @@ def test_value_noise_is_smooth_bounded_and_deterministic() -> None:
 # --- the colour baseline ---------------------------------------------------------------------------
 
 def test_scores_of_a_known_confusion_matrix() -> None:
-    conf = np.zeros((15, 15), np.int64)
-    conf[0, 0], conf[0, 2], conf[2, 2] = 6, 2, 2  # road: 6 right, 2 called building
+    conf = ConfusionMatrix(15)
+    m = conf.matrix
+    m[0, 0], m[0, 2], m[2, 2] = 6, 2, 2  # road: 6 right, 2 called building
     r = cb.scores(conf)
     assert r["pixel_accuracy"] == 80.0
     assert r["iou"]["road"] == 75.0 and r["iou"]["building"] == 50.0 and r["iou"]["sky"] is None
