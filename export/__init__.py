@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vsda_deploy.options import OptionError
+
 __all__ = ["DEFAULT_DATA", "ExportOptions", "ExportReport", "run_export"]
 
 DEFAULT_DATA = "data/synth/target"  # the synthetic benchmark of `make demo`, used when --data is not given
@@ -67,28 +69,30 @@ def _sibling(output: Path, suffix: str) -> Path:
 
 
 def _validate(opts: ExportOptions) -> Path:
-    """Return the output path after the checks that cost nothing; ExportError names the option."""
-    from vsda_export.onnx_export import ExportError, ensure_writable
+    """Return the output path after the checks that cost nothing; OptionError (exit 2) names the option."""
+    from vsda_export.onnx_export import MIN_OPSET, ensure_writable
     from vsda_export.precision import CALIB_METHODS, INT8_TARGETS
 
     output = Path(opts.output)
     if output.suffix != ".onnx":
-        raise ExportError(f"-o {output}: the output must be an .onnx file (siblings get _fp16/_int8/.engine)")
+        raise OptionError(f"-o {output}: the output must be an .onnx file (siblings get _fp16/_int8/.engine)")
     if opts.int8 and not opts.calib:
-        raise ExportError("--int8: give --calib SPEC_OR_DIR (unlabelled target-domain frames: cityscapes-vps:ROOT, "
+        raise OptionError("--int8: give --calib SPEC_OR_DIR (unlabelled target-domain frames: cityscapes-vps:ROOT, "
                           "video:PATH or a folder of images)")
     if opts.calib_method not in CALIB_METHODS:
-        raise ExportError(f"--calib-method {opts.calib_method}: choose from {', '.join(CALIB_METHODS)}")
+        raise OptionError(f"--calib-method {opts.calib_method}: choose from {', '.join(CALIB_METHODS)}")
     if opts.int8_target not in INT8_TARGETS:
-        raise ExportError(f"--int8-target {opts.int8_target}: choose from {', '.join(INT8_TARGETS)}")
+        raise OptionError(f"--int8-target {opts.int8_target}: choose from {', '.join(INT8_TARGETS)}")
     if opts.engine and opts.int8 and opts.int8_target == "cpu":
-        raise ExportError("--engine: --int8-target cpu writes UINT8 activations, which TensorRT rejects; "
+        raise OptionError("--engine: --int8-target cpu writes UINT8 activations, which TensorRT rejects; "
                           "use --int8-target trt")
     for option, value in (("--calib-frames", opts.calib_frames), ("--parity-frames", opts.parity_frames)):
         if value < 1:
-            raise ExportError(f"{option} {value}: must be at least 1")
+            raise OptionError(f"{option} {value}: must be at least 1")
+    if opts.opset < MIN_OPSET:
+        raise OptionError(f"--opset {opts.opset}: vsda exports need opset >= {MIN_OPSET} (per-channel Q/DQ)")
     if opts.workspace_gib <= 0:
-        raise ExportError(f"--workspace {opts.workspace_gib}: must be > 0 GiB")
+        raise OptionError(f"--workspace {opts.workspace_gib}: must be > 0 GiB")
     if opts.engine:
         from vsda_export.tensorrt import import_tensorrt
 
@@ -190,7 +194,7 @@ def _engine_only(opts: ExportOptions, console: Any) -> ExportReport:
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path}: ONNX file not found")
     if not opts.engine:
-        raise ExportError(f"{onnx_path}: an ONNX input only builds a TensorRT engine; add --engine")
+        raise OptionError(f"{onnx_path}: an ONNX input only builds a TensorRT engine; add --engine")
     import_tensorrt()
     engine = Path(opts.output) if Path(opts.output).suffix == ".engine" else onnx_path.with_suffix(".engine")
     report = ExportReport(engine=build_engine(onnx_path, engine, workspace_gib=opts.workspace_gib,

@@ -1,7 +1,8 @@
 """`vsda-export CKPT -o model.onnx`: checkpoint -> ONNX (FP32 / FP16 / INT8) -> TensorRT, each checked.
 
-Exit codes: 0 done (and every file within tolerance), 1 bad input (one line naming the file or
-option), 3 an exported file misses its parity tolerance (the numbers are printed and in parity.json).
+Exit codes: 0 done (and every file within tolerance), 2 a bad option value, 1 any other failure (a
+missing or foreign checkpoint, an unwritable output, no TensorRT), 3 an exported file misses its
+parity tolerance (the numbers are printed and in parity.json). Errors are one line naming the option or file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, help="Export a vsda checkpoint to ONNX (FP32 / FP16 / INT8) and TensorRT.")
 
-EXIT_BAD_INPUT = 1
+EXIT_FAILURE, EXIT_BAD_OPTION = 1, 2
 EXIT_PARITY = 3
 
 
@@ -51,6 +52,8 @@ def main(
     from vsda_export import ExportOptions, run_export
     from vsda_export.onnx_export import parse_input_size
 
+    from vsda_deploy.options import OptionError
+
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)
     try:
@@ -62,9 +65,12 @@ def main(
             workspace_gib=workspace, check=check, data=data, parity_frames=parity_frames)
         # Piped (make demo, CI logs), Rich would squeeze the parity table into 80 columns.
         report = run_export(opts, console=Console(width=None if sys.stdout.isatty() else 120))
+    except OptionError as e:
+        err.print(f"vsda-export: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_OPTION) from None
     except (ValueError, OSError) as e:  # ExportError / CheckpointError / missing files: one line
         err.print(f"vsda-export: {e}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(EXIT_FAILURE) from None
     if report.failures:
         for line in report.failures:
             err.print(f"vsda-export: tolerance missed: {line}", markup=False, highlight=False, soft_wrap=True)

@@ -33,7 +33,7 @@ from vsda_deploy.model_meta import (
     checkpoint_eval_size,
     checkpoint_normalization,
 )
-from vsda_deploy.options import OptionError, parse_hw
+from vsda_deploy.options import parse_hw
 from vsda_train.checkpoint import CheckpointError, file_hash
 from vsda_train.evaluate import load_model
 
@@ -47,11 +47,8 @@ class ExportError(ValueError):
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
-    """Return ``(height, width)`` of ``HxW`` (``vsda_deploy.options.parse_hw``); ExportError names the option."""
-    try:
-        return parse_hw(text, "--input-size")
-    except OptionError as e:
-        raise ExportError(str(e)) from None
+    """Return ``(height, width)`` of ``HxW`` (``vsda_deploy.options.parse_hw``); OptionError names the option."""
+    return parse_hw(text, "--input-size")
 
 
 def load_for_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

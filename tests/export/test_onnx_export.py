@@ -26,6 +26,7 @@ from vsda_export.onnx_export import (
 from tests.helpers import trained_like
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.model_meta import read_onnx_meta
+from vsda_deploy.options import OptionError
 from vsda_train.checkpoint import save_checkpoint
 from vsda_train.models import create_model
 
@@ -52,7 +53,7 @@ def test_parse_input_size() -> None:
     assert parse_input_size("512x1024") == (512, 1024)
     assert parse_input_size(" 128 X 256 ") == (128, 256)
     for bad in ("512", "512x", "axb", "8x1024", "512*1024"):
-        with pytest.raises(ExportError, match=f"^--input-size '?{re.escape(bad)}'?: "):
+        with pytest.raises(OptionError, match=f"^--input-size '?{re.escape(bad)}'?: "):
             parse_input_size(bad)
 
 
@@ -203,15 +204,30 @@ def test_cli_bad_inputs_exit_with_one_line(ckpt: Path, tmp_path: Path) -> None:
     assert _cli(str(ckpt), "-o", out, "--data", str(tmp_path / "nope")) == (
         1, [f"vsda-export: {tmp_path / 'nope'}: no such file or folder"])
     assert not (tmp_path / "out" / "model.onnx").exists()
-    assert _cli(str(ckpt), "-o", out, "--parity-frames", "0") == (1, ["vsda-export: --parity-frames 0: must be at "
+
+
+def test_cli_bad_option_values_exit_2_with_one_line(ckpt: Path, tmp_path: Path) -> None:
+    """Bad option values exit 2 (the CLIs' documented code), before anything is read or written."""
+    out = str(tmp_path / "out" / "model.onnx")
+    empty = tmp_path / "empty_calib"
+    empty.mkdir()
+    assert _cli(str(ckpt), "-o", out, "--parity-frames", "0") == (2, ["vsda-export: --parity-frames 0: must be at "
                                                                       "least 1"])
-    assert _cli(str(ckpt), "-o", out, "--int8") == (1, [
+    assert _cli(str(ckpt), "-o", out, "--int8") == (2, [
         "vsda-export: --int8: give --calib SPEC_OR_DIR (unlabelled target-domain frames: cityscapes-vps:ROOT, "
         "video:PATH or a folder of images)"])
-    assert _cli(str(ckpt), "-o", out, "--input-size", "512by1024")[0] == 1
-    assert _cli(str(ckpt), "-o", str(tmp_path / "model.pt"))[1][0].startswith("vsda-export: -o ")
-    assert _cli(str(ckpt), "-o", out, "--int8", "--calib", str(empty), "--calib-method", "kl")[1] == [
-        "vsda-export: --calib-method kl: choose from minmax, entropy, percentile"]
+    assert _cli(str(ckpt), "-o", out, "--input-size", "512by1024") == (
+        2, ["vsda-export: --input-size '512by1024': expected HxW, e.g. 512x1024"])
+    assert _cli(str(ckpt), "-o", out, "--input-size", "20000x20000") == (
+        2, ["vsda-export: --input-size 20000x20000: height and width must be within 16..4096 px"])
+    code, lines = _cli(str(ckpt), "-o", str(tmp_path / "model.pt"))
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vsda-export: -o ")
+    assert _cli(str(ckpt), "-o", out, "--int8", "--calib", str(empty), "--calib-method", "kl") == (2, [
+        "vsda-export: --calib-method kl: choose from minmax, entropy, percentile"])
+    assert _cli(str(ckpt), "-o", out, "--opset", "11") == (
+        2, ["vsda-export: --opset 11: vsda exports need opset >= 13 (per-channel Q/DQ)"])
+    assert _cli(str(ckpt), "-o", out, "--workspace", "0") == (2, ["vsda-export: --workspace 0.0: must be > 0 GiB"])
+    assert not (tmp_path / "out").exists()  # nothing written for a bad option
 
 
 def test_cli_without_labelled_data_needs_data_or_no_check(ckpt: Path, tmp_path: Path,

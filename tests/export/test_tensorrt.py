@@ -222,7 +222,8 @@ def test_engine_from_an_onnx_file_errors(tmp_path: Path, monkeypatch: pytest.Mon
     assert (res.exit_code, res.stderr.strip()) == (1, f"vsda-export: {missing}: ONNX file not found")
     missing.write_bytes(b"")
     res = CliRunner().invoke(app, [str(missing)])
-    assert res.stderr.strip() == f"vsda-export: {missing}: an ONNX input only builds a TensorRT engine; add --engine"
+    assert (res.exit_code, res.stderr.strip()) == (
+        2, f"vsda-export: {missing}: an ONNX input only builds a TensorRT engine; add --engine")
     res = CliRunner().invoke(app, [str(missing), "--engine"])
     assert res.exit_code == 1 and "vsda[trt]" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
