@@ -68,9 +68,7 @@ demo: install
 	test -f $(DEMO_DATA)/summary.json || $(BIN)/vsda-train synth $(DEMO_DATA) --seed 0
 	$(BIN)/vsda-train colour-baseline $(DEMO_DATA) --pred-out $(RUNS)/colour_pred --json $(RUNS)/colour_baseline.json
 	$(BIN)/vsda-train eval --pred $(RUNS)/colour_pred --gt cityscapes-vps:$(DEMO_DATA)/target --split val --json $(RUNS)/colour_eval.json
-	$(BIN)/vsda-train source -c $(DEMO_CONFIG) --name $(RUNS_NAME)/source --resume
-	$(BIN)/vsda-train vat -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vat --init $(RUNS)/source/last.pt --resume
-	$(BIN)/vsda-train vst -c $(DEMO_CONFIG) --name $(RUNS_NAME)/vst --init $(RUNS)/vat/last.pt --resume
+	$(BIN)/vsda-train adapt -c $(DEMO_CONFIG) --name $(RUNS_NAME) --resume
 	$(BIN)/vsda-train report $(RUNS)/source $(RUNS)/vat $(RUNS)/vst --json $(RUNS)/table.json
 	$(BIN)/vsda-export $(RUNS)/vst/last.pt -o $(RUNS)/export/model.onnx --fp16 --int8 --calib cityscapes-seq:$(DEMO_DATA)/oracle
 	$(BIN)/vsda-infer cityscapes-vps:$(DEMO_DATA)/target --model $(RUNS)/export/model.onnx --smooth none --no-show --report $(RUNS)/infer/report.json

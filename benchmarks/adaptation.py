@@ -53,15 +53,11 @@ def row_config(row: str, cfg: Any) -> Any:
 
 
 def _train(row: str, cfg: Any, init: str | None) -> Any:
-    from vsda_train.config import for_phase
-    from vsda_train.phases import train_source, train_vat, train_vst
+    from vsda_train.chain import train_phase
 
-    cfg = row_config(row, cfg)
-    if row in ("source_only", "source_aug", "oracle"):
-        return train_source(for_phase(cfg, "source"), resume=True)
-    if row in ("vat", "image_adv"):
-        return train_vat(for_phase(cfg, "vat"), init=init, resume=True)
-    return train_vst(for_phase(cfg, "vst"), init=init, resume=True)
+    phase = "source" if row in ("source_only", "source_aug", "oracle") else "vat" if row in ("vat", "image_adv") \
+        else "vst"
+    return train_phase(row_config(row, cfg), phase, init=init, resume=True)
 
 
 def run_row(row: str, seed: int, base: Any, out_dir: Path) -> dict:

@@ -35,19 +35,13 @@ def parse_checkpoints(text: str) -> dict[str, Path]:
 
 def _train(name: str, config: str, ckpts: dict[str, Path], runs_dir: Path) -> Path:
     """Train the missing ``name`` run with ``config`` into ``runs_dir/<name>``; return its checkpoint."""
-    from vsda_train.config import for_phase, load_config, with_run
-    from vsda_train.phases import train_source, train_vat, train_vst
+    from vsda_train.chain import train_phase
+    from vsda_train.config import load_config, with_run
 
     cfg = with_run(load_config(config), name=name, out_dir=str(runs_dir))
-    phase = "source" if name == "oracle" else name
-    cfg = for_phase(cfg, phase)
-    if name in ("source", "oracle"):
-        run = train_source(replace(cfg, source=replace(cfg.source, oracle=name == "oracle")), resume=True)
-    elif name == "vat":
-        run = train_vat(cfg, init=str(ckpts["source"]), resume=True)
-    else:
-        run = train_vst(cfg, init=str(ckpts["vat"]), resume=True)
-    return run.out / "last.pt"
+    cfg = replace(cfg, source=replace(cfg.source, oracle=name == "oracle"))
+    init = str(ckpts[INIT[name]]) if name in INIT else None
+    return train_phase(cfg, "source" if name == "oracle" else name, init=init, resume=True).out / "last.pt"
 
 
 def resolve(given: dict[str, Path], config: str, train_missing: bool, runs_dir: Path = RUNS

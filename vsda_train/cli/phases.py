@@ -16,12 +16,13 @@ DeviceOpt = typer.Option(None, "--device", help="cpu | cuda (run.device)")
 
 
 def _config(config: Path | None, sets: list[str] | None, name: str | None, seed: int | None,
-            amp: str | None, device: str | None, phase: str):
+            amp: str | None, device: str | None, phase: str | None):
     from vsda_train.config import for_phase, load_config
 
     extra = [f"run.{k}={v}" for k, v in (("name", name), ("seed", seed), ("amp", amp), ("device", device))
              if v is not None]
-    return for_phase(load_config(config, list(sets or []) + extra), phase)
+    cfg = load_config(config, list(sets or []) + extra)
+    return cfg if phase is None else for_phase(cfg, phase)
 
 
 def _finish(run, evaluate: bool) -> None:
@@ -89,3 +90,25 @@ def vst(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: 
     cfg = _guard(_config, config, sets, name, seed, amp, device, "vst")
     run = _guard(train_vst, cfg, init=str(init), resume=resume)
     _guard(_finish, run, evaluate)
+
+
+def adapt(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt,
+          name: str = typer.Option(..., "--name", help="runs/NAME/{source,vat,vst}"),
+          resume: bool = ResumeOpt, seed: int | None = SeedOpt, amp: str | None = AmpOpt,
+          device: str | None = DeviceOpt,
+          phases: str = typer.Option("source,vat,vst", "--phases", help="the phases to run, in order"),
+          init: Path | None = typer.Option(None, "--init", help="checkpoint the first phase starts from"),
+          evaluate: bool = typer.Option(True, "--eval/--no-eval", help="score data.val after each phase")) -> None:
+    """The whole adaptation: source → VAT → VST, each phase from the one before (runs/NAME/<phase>)."""
+    from vsda_train.chain import adapt as run_chain
+    from vsda_train.run import PHASES
+
+    order = [p.strip() for p in phases.split(",") if p.strip()]
+    if not order or not set(order) <= set(PHASES):
+        typer.secho(f"error: --phases {phases}: a comma-separated list of {', '.join(PHASES)}", fg="red", err=True)
+        raise typer.Exit(2)
+    cfg = _guard(_config, config, sets, None, seed, amp, device, None)  # each phase takes its own iters
+    checkpoints = _guard(run_chain, cfg, name, order, init=str(init) if init else None, resume=resume,
+                         evaluate=evaluate)
+    for phase, path in checkpoints.items():
+        typer.echo(f"{phase}: {path}")
