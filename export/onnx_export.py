@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from vsda_deploy import __version__ as VSDA_VERSION
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.labels import get_label_space
 from vsda_deploy.model_meta import (
     INPUT_NAME,
@@ -42,7 +43,7 @@ DEFAULT_SIZE = (512, 1024)  # H, W for a checkpoint that does not record its eva
 MIN_OPSET = 13  # per-axis QuantizeLinear (INT8 weights) needs 13; Resize with sizes needs 11
 
 
-class ExportError(ValueError):
+class ExportError(VsdaError, ValueError):
     """An export that cannot be done as asked; the message starts with the file or option at fault."""
 
 

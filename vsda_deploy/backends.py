@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vsda_deploy.engine import Device, EngineError, check_compatible, make_logger, read_sidecar, rebuild_command
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.model_meta import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -50,7 +51,7 @@ _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 
 
-class ModelError(ValueError):
+class ModelError(VsdaError, ValueError):
     """A model that cannot run here; the message starts with the model's path."""
 
 

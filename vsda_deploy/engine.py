@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.model_meta import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelMeta
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ SIDECAR_FORMAT = 1
 CROSS_MAJOR = frozenset({(10, 11)})
 
 
-class EngineError(ValueError):
+class EngineError(VsdaError, ValueError):
     """An engine sidecar that is missing or unreadable, or a plan that cannot load here; names the file."""
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 
+from vsda_deploy.errors import VsdaError
+
 MIN_SIDE = 16  # the models downsample by 8 to 32: below this a feature map vanishes
 MAX_SIDE = 4096  # 4K video; one 4096x4096 frame of 19-class float32 logits is already 1.3 GB
 NATIVE = "native"  # --input-size native: every frame at its own size
 
 
-class OptionError(ValueError):
+class OptionError(VsdaError, ValueError):
     """A bad option value; the message starts with the option."""
 
 

@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.options import OptionError
 
 LOW_SPACE_BYTES = 1 << 20  # below this much free space a failed write is put down to a full disk
 
 
-class OutputError(OSError):
+class OutputError(VsdaError, OSError):
     """An output that cannot be written or finished; the message starts with the option and the file.
 
     ``kept`` says what was kept of it when the failure came at its close (a failed write leaves that to

@@ -40,6 +40,8 @@ from typing import NamedTuple, Protocol
 import cv2
 import numpy as np
 
+from vsda_deploy.errors import VsdaError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
@@ -51,7 +53,7 @@ MAX_BAD_RUN = 25  # unreadable frames in a row after which a file has ended / a 
 STREAM_TIMEOUT_MS = 5000  # a dead network stream then fails its read (and is reopened) instead of hanging
 
 
-class SourceError(ValueError):
+class SourceError(VsdaError, ValueError):
     """A source that cannot be opened; the message starts with the source spec."""
 
 

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from vsda_deploy.errors import VsdaError
+
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VsdaError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 

@@ -16,13 +16,15 @@ from typing import Any
 
 import yaml
 
+from vsda_deploy.errors import VsdaError
+
 BN_MODES = ("train", "frozen_affine", "frozen_stats", "frozen")
 PREPROCESS = ("imagenet", "caffe")
 TARGET_FRAMES = ("all", "labelled")
 VAT_PASSES = ("per_domain", "joint")
 
 
-class ConfigError(ValueError):
+class ConfigError(VsdaError, ValueError):
     """A config file or override that does not fit the dataclasses."""
 
 

@@ -22,11 +22,12 @@ import cv2
 import numpy as np
 
 from vsda_deploy.labels import LabelSpace, get_label_space, unknown_ids
+from vsda_deploy.errors import VsdaError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-class DatasetError(ValueError):
+class DatasetError(VsdaError, ValueError):
     """A dataset that cannot be read as asked; the message starts with the file or option at fault."""
 
 
