@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from vsda_deploy.engine import Device, EngineError, check_compatible, make_logger, read_sidecar, rebuild_command
-from vsda_deploy.errors import VsdaError
 from vsda_deploy.model_meta import (
     INPUT_NAME,
     OUTPUT_NAME,
+    ModelError,
     ModelMeta,
     checkpoint_eval_size,
     checkpoint_normalization,
@@ -49,10 +49,6 @@ ORT_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 SUFFIX_BACKEND = {".onnx": "ort", ".engine": "trt", ".plan": "trt", ".pt": "torch", ".pth": "torch"}
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
-
-
-class ModelError(VsdaError, ValueError):
-    """A model that cannot run here; the message starts with the model's path."""
 
 
 def require(module: str, extra: str, what: str) -> ModuleType:

@@ -13,11 +13,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.preprocess import Normalization, preset
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 META_PREFIX = "vsda."
+
+
+class ModelError(VsdaError, ValueError):
+    """A model that cannot run here; the message starts with the model's path."""
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,12 @@ class ModelMeta:
         """Return the ModelMeta stored by :meth:`to_props`; a model without it is one clear error."""
         values = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
         if "classes" not in values:
-            raise ValueError(f"{where}: no vsda metadata (classes, palette, normalisation); "
+            raise ModelError(f"{where}: no vsda metadata (classes, palette, normalisation); "
                              "export it with vsda-export")
         try:
             data = {k: json.loads(v) for k, v in values.items() if k in cls.__dataclass_fields__}
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: corrupt vsda metadata ({e})") from None
+            raise ModelError(f"{where}: corrupt vsda metadata ({e})") from None
         for key in ("classes", "things", "input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -81,7 +86,7 @@ def read_onnx_meta(path: str) -> ModelMeta:
     try:
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types for unreadable files
-        raise ValueError(f"{path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
+        raise ModelError(f"{path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
     return ModelMeta.from_props(sess.get_modelmeta().custom_metadata_map, path)
 
 
@@ -104,5 +109,5 @@ def checkpoint_eval_size(ckpt: dict[str, Any]) -> tuple[int, int] | None:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"checkpoint eval_size {size!r}: expected [H, W]") from None
+        raise ModelError(f"checkpoint eval_size {size!r}: expected [H, W]") from None
     return h, w
