@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vsda_deploy.data.base import DatasetError
 from vsda_deploy.labels import (
     CITYSCAPES19,
     FROM_CS19_LUT,
@@ -67,10 +68,10 @@ class VpsFrameName:
 
 
 def parse_frame_name(name: str | Path) -> VpsFrameName:
-    """Return the parts of an image-id name ``VVVV_FFFF_{city}_{seq}_{frame}*``; ValueError names the file."""
+    """Return the parts of an image-id name ``VVVV_FFFF_{city}_{seq}_{frame}*``; DatasetError names the file."""
     m = _IMAGE_ID.match(Path(name).name)
     if m is None:
-        raise ValueError(f"{name}: not a Cityscapes-VPS image id (VVVV_FFFF_city_seq_frame_*)")
+        raise DatasetError(f"{name}: not a Cityscapes-VPS image id (VVVV_FFFF_city_seq_frame_*)")
     stem = f"{m['video']}_{m['count']}_{m['city']}_{m['seq']}_{m['frame']}"
     return VpsFrameName(stem, m["video"], int(m["frame"]), m["city"], int(m["seq"]), int(m["count"]))
 
@@ -79,7 +80,7 @@ def parse_cityscapes_name(name: str | Path) -> VpsFrameName:
     """Return the parts of a plain Cityscapes name ``{city}_{seq}_{frame}*``; video is ``{city}_{seq}``."""
     m = _PLAIN.match(Path(name).name)
     if m is None:
-        raise ValueError(f"{name}: not a Cityscapes frame name ({{city}}_{{seq:06d}}_{{frame:06d}}_*)")
+        raise DatasetError(f"{name}: not a Cityscapes frame name ({{city}}_{{seq:06d}}_{{frame:06d}}_*)")
     return VpsFrameName(m[0], f"{m['city']}_{m['seq']}", int(m["frame"]), m["city"], int(m["seq"]))
 
 
@@ -88,7 +89,7 @@ def label_file_name(image_file_name: str) -> str:
     for image_suffix, label_suffix in LABEL_SUFFIX.items():
         if image_file_name.endswith(image_suffix):
             return image_file_name[: -len(image_suffix)] + label_suffix
-    raise ValueError(f"{image_file_name}: not a Cityscapes-VPS image name (*{NEW_IMAGE_SUFFIX} or *{IMAGE_SUFFIX})")
+    raise DatasetError(f"{image_file_name}: not a Cityscapes-VPS image name (*{NEW_IMAGE_SUFFIX} or *{IMAGE_SUFFIX})")
 
 
 def json_path(root: str | Path, split: str) -> Path:
@@ -137,12 +138,12 @@ def _space(space: str | LabelSpace) -> LabelSpace:
 # --- labelmap and panoptic_inst (19 trainIds) --------------------------------------------
 
 def read_grey_png(path: str | Path, what: str) -> np.ndarray:
-    """Return a single-channel PNG (8 or 16 bit) as it is stored; OSError/ValueError name the file."""
+    """Return a single-channel PNG (8 or 16 bit) as it is stored; OSError / DatasetError name the file."""
     value = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if value is None:
         raise OSError(f"{path}: cannot read {what}")
     if value.ndim != 2:
-        raise ValueError(f"{path}: {what} must be single-channel, got shape {value.shape}")
+        raise DatasetError(f"{path}: {what} must be single-channel, got shape {value.shape}")
     return value
 
 
@@ -155,7 +156,7 @@ def decode_labelmap(value: np.ndarray, space: str | LabelSpace = VIPER15, path: 
 def _check_train_ids(train_id: np.ndarray, path: str | Path) -> None:
     bad = np.unique(train_id[(train_id != IGNORE_INDEX) & (train_id >= CITYSCAPES19.num_classes)])
     if bad.size:
-        raise ValueError(f"{path}: unknown Cityscapes trainId(s) {bad.tolist()[:10]}")
+        raise DatasetError(f"{path}: unknown Cityscapes trainId(s) {bad.tolist()[:10]}")
 
 
 def encode_panoptic_inst(semantic: np.ndarray, obj_id: np.ndarray, space: str | LabelSpace = VIPER15) -> np.ndarray:
@@ -262,7 +263,7 @@ def segment_classes(segments_info: list[dict], space: str | LabelSpace = VIPER15
     for s in segments_info:
         cat = int(s["category_id"])
         if not 0 <= cat < CITYSCAPES19.num_classes:
-            raise ValueError(f"{where}: segment {s['id']} has unknown category_id {cat}")
+            raise DatasetError(f"{where}: segment {s['id']} has unknown category_id {cat}")
         out[int(s["id"])] = (int(lut[cat]), bool(s.get("iscrowd", 0)))
     return out
 
@@ -281,7 +282,7 @@ def from_segments(seg: np.ndarray, segments_info: list[dict], where: str = "<seg
     index = index.reshape(seg.shape)
     missing = [int(i) for i in ids.tolist() if i != 0 and int(i) not in by_id]
     if missing:
-        raise ValueError(f"{where}: segment id(s) {missing[:5]} are in the PNG but not in the JSON")
+        raise DatasetError(f"{where}: segment id(s) {missing[:5]} are in the PNG but not in the JSON")
     cls = np.array([by_id.get(int(i), (IGNORE_INDEX, False))[0] for i in ids.tolist()], np.uint8)
     keep = np.array([space.is_thing(int(c)) and not by_id.get(int(i), (0, True))[1]
                      for i, c in zip(ids.tolist(), cls.tolist())], bool)
@@ -298,7 +299,7 @@ def load_json(path: str | Path) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+        raise DatasetError(f"{path}: invalid JSON ({e})") from None
 
 
 def dump_json(path: str | Path, data: dict) -> None:

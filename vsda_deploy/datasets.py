@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vsda_deploy import cityscapes_vps as vps
-from vsda_deploy.data import CityscapesSeqDataset, FrameRecord
+from vsda_deploy.data import CityscapesSeqDataset, DatasetError, FrameRecord
 from vsda_deploy.evaluation import GtFrame, list_gt, split_frames
 from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space
 from vsda_deploy.sources import DEFAULT_FPS, Frame, FrameSource, ImageSequenceSource, SourceError
@@ -58,7 +58,7 @@ class GroundTruth:
     names: dict[str, vps.VpsFrameName] = field(default_factory=dict)  # file stem -> frame name
 
     def frame_name(self, name: str) -> vps.VpsFrameName:
-        """Return the parsed name of a streamed frame; ValueError names the frame."""
+        """Return the parsed name of a streamed frame; DatasetError names the frame."""
         if name in self.names:
             return self.names[name]
         return vps.parse_frame_name(name) if self.kind == "cityscapes-vps" else parse_seq_name(name)
@@ -116,7 +116,7 @@ def load_ground_truth(spec: str, split: str, label_space: str | LabelSpace = VIP
     """Return the ground truth of ``--gt cityscapes-vps:ROOT`` or ``cityscapes-seq:ROOT``."""
     parsed = parse_dataset_spec(spec)
     if parsed is None:
-        raise ValueError(f"--gt {spec}: unknown ground-truth spec; use cityscapes-vps:ROOT or cityscapes-seq:ROOT")
+        raise SourceError(f"--gt {spec}: unknown ground-truth spec; use cityscapes-vps:ROOT or cityscapes-seq:ROOT")
     kind, root = parsed
     if kind == "cityscapes-vps":
         return vps_ground_truth(root, split, label_space)
@@ -198,7 +198,7 @@ def open_dataset(spec: str, split: str, realtime: bool,
         raise SourceError(f"{spec}: dataset root {root} not found")
     try:
         videos, rename, seq = _dataset_videos(kind, root, split, space.name)
-    except (OSError, ValueError) as e:
+    except (OSError, DatasetError) as e:
         raise SourceError(f"{spec}: {e}") from None
     names = _file_names(videos)
     names.update({new: names[old] for old, new in rename.items()})
@@ -211,7 +211,7 @@ def open_dataset(spec: str, split: str, realtime: bool,
         if kind == "cityscapes-vps":
             return source, vps_ground_truth(root, split, space, videos)
         return source, seq_ground_truth(root, split, space, seq)
-    except (OSError, ValueError) as e:
+    except (OSError, DatasetError) as e:
         raise SourceError(f"{spec}: {e}") from None
 
 

@@ -32,6 +32,7 @@ from rich.console import Group
 from rich.table import Table
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.data.base import DatasetError
 from vsda_deploy.data.cityscapes_vps import VpsLabels, list_labelled, named_frames, sequence_folder, split_videos
 from vsda_deploy.flow import create_dis, dis_flow
 from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space, unknown_ids
@@ -45,10 +46,10 @@ PAN_PRED = "pan_pred"
 
 
 def parse_gt_spec(spec: str) -> Path:
-    """Return the dataset root of a ``cityscapes-vps:ROOT`` spec; ValueError for any other."""
+    """Return the dataset root of a ``cityscapes-vps:ROOT`` spec; DatasetError for any other."""
     prefix, sep, root = spec.partition(":")
     if not sep or prefix != GT_SPEC_PREFIX or not root:
-        raise ValueError(f"{spec}: unknown ground-truth spec; use {GT_SPEC_PREFIX}:ROOT")
+        raise DatasetError(f"{spec}: unknown ground-truth spec; use {GT_SPEC_PREFIX}:ROOT")
     return Path(root)
 
 
@@ -81,7 +82,7 @@ def list_gt(root: str | Path, split: str, label_space: str | LabelSpace = VIPER1
         raise FileNotFoundError(f"{root}: Cityscapes-VPS root not found")
     labels = VpsLabels(root, split, vps_labels, _space(label_space))
     if not labels.panoptic:
-        raise ValueError(f"{root / split}: VPQ needs panoptic labels (panoptic_video/ + "
+        raise DatasetError(f"{root / split}: VPQ needs panoptic labels (panoptic_video/ + "
                          f"{vps.json_path(root, split).name}, or panoptic_inst/); found labelmap/ only")
     return {v: [GtFrame(f.name, f.name.stem, labels.path(f), f.image, labels) for f in fs]
             for v, fs in list_labelled(root, split).items()}
@@ -109,11 +110,11 @@ def read_label_png(path: str | Path, num_classes: int = VIPER15.num_classes) -> 
         raise OSError(f"{path}: cannot read label PNG")
     if label.ndim == 3:  # a grey PNG saved with 3 equal channels is still a label map
         if not (label == label[..., :1]).all():
-            raise ValueError(f"{path}: expected a single-channel train-id PNG, got a colour image")
+            raise DatasetError(f"{path}: expected a single-channel train-id PNG, got a colour image")
         label = label[..., 0]
     bad = unknown_ids(label, num_classes)
     if bad:
-        raise ValueError(f"{path}: unknown class id(s) {bad[:5]} (expected 0..{num_classes - 1}, 255 void)")
+        raise DatasetError(f"{path}: unknown class id(s) {bad[:5]} (expected 0..{num_classes - 1}, 255 void)")
     return label.astype(np.uint8)
 
 
@@ -122,7 +123,7 @@ def _frame_key(name: str) -> str | None:
     for parse in (vps.parse_frame_name, vps.parse_cityscapes_name):
         try:
             return parse(name).stem
-        except ValueError:
+        except DatasetError:
             continue
     return None
 
@@ -136,7 +137,7 @@ def list_label_predictions(pred_dir: str | Path) -> dict[str, Path]:
         if key is None:
             continue  # not a frame prediction (a figure, a colour legend...)
         if key in found:
-            raise ValueError(f"{path}: second prediction for frame {key} (first: {found[key]})")
+            raise DatasetError(f"{path}: second prediction for frame {key} (first: {found[key]})")
         found[key] = path
     if not found:
         raise FileNotFoundError(f"{pred_dir}: no {PRED_JSON} and no label PNGs named like frames "
@@ -217,7 +218,7 @@ class SplitScorer:
     def _read_gt(self, gt: GtFrame, shape: tuple[int, ...], where: str) -> tuple[np.ndarray, np.ndarray]:
         gt_semantic, gt_instance = gt.read()
         if gt_semantic.shape != shape:
-            raise ValueError(f"{where}: prediction is {shape[1]}x{shape[0]} but ground "
+            raise DatasetError(f"{where}: prediction is {shape[1]}x{shape[0]} but ground "
                              f"truth {gt.path.name} is {gt_semantic.shape[1]}x{gt_semantic.shape[0]}")
         return gt_semantic, gt_instance
 
@@ -251,7 +252,7 @@ class SplitScorer:
         prev: PredFrame | None = None
         for frame in frames:
             if frame.rgb is not None and frame.rgb.shape[:2] != frame.semantic.shape:
-                raise ValueError(f"{frame.where}: prediction is {frame.semantic.shape[1]}x"
+                raise DatasetError(f"{frame.where}: prediction is {frame.semantic.shape[1]}x"
                                  f"{frame.semantic.shape[0]} but its RGB frame is "
                                  f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}")
             flow = None  # one flow per pair serves both the linking and TC
@@ -283,12 +284,12 @@ def _official_videos(pred_dir: Path, gt: dict[str, list[GtFrame]],
     json_file = pred_dir / PRED_JSON
     data = vps.load_json(json_file)
     if not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{json_file}: expected an 'annotations' list")
+        raise DatasetError(f"{json_file}: expected an 'annotations' list")
     annotations = {str(a.get("image_id")): a for a in data["annotations"]}
     for g in (g for video in gt.values() for g in video):  # fail before scoring, not midway
         ann = annotations.get(g.image_id)
         if ann is None or "segments_info" not in ann:
-            raise ValueError(f"{json_file}: no prediction (segments_info) for image {g.image_id}")
+            raise DatasetError(f"{json_file}: no prediction (segments_info) for image {g.image_id}")
         png = pred_dir / PAN_PRED / f"{g.image_id}.png"
         if not png.is_file():
             raise FileNotFoundError(f"{png}: missing prediction frame for image {g.image_id}")

@@ -46,6 +46,7 @@ from rich.console import Console
 
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.backends import BACKENDS, ORT_PROVIDERS, ModelError, load_segmenter, parse_device
+from vsda_deploy.data.base import DatasetError
 from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec
 from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer
 from vsda_deploy.labels import LABEL_SPACES
@@ -252,7 +253,7 @@ class Stream:
             return self._parse_name(name)
         try:  # frames named like Cityscapes-VPS: smoothing and ids restart at each video
             return vps.parse_frame_name(name)
-        except ValueError:
+        except DatasetError:
             return None
 
     def frames(self) -> Iterator[FrameOutput]:
@@ -516,7 +517,7 @@ def run_inference(options: InferOptions, on_frame: Callable[[FrameOutput], None]
     open ``FrameSource`` (e.g. one with a custom capture); ``console`` shows the live line (stderr by
     default). Faults before the first frame (options, outputs, model, source, label space) raise with a
     message starting with the option or file at fault, and nothing is written: ``OptionError`` for a
-    bad option, another ``ValueError`` or ``OSError`` for the rest.
+    bad option, another ``VsdaError`` or an ``OSError`` for the rest.
     """
     stream = Stream(options, on_frame, source, console)
     with stop_on_signals(stream):

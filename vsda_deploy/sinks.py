@@ -27,10 +27,12 @@ import cv2
 import numpy as np
 
 from vsda_deploy import cityscapes_vps as vps
+from vsda_deploy.data.base import DatasetError
 from vsda_deploy.evaluation import PAN_PRED, PRED_JSON
 from vsda_deploy.labels import IGNORE_INDEX
 from vsda_deploy.legend import draw_legend
 from vsda_deploy.outputs import OutputError, check_dir_output, check_file_output, hidden_temp, reason, write_json
+from vsda_deploy.sources import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class LabelWriter(Sink):
     def write(self, name: str, semantic: np.ndarray) -> Path:
         """Write one label map; return its path."""
         if name in self._names:
-            raise ValueError(f"{self.folder / name}.png: two frames of the source are named {name!r}; "
+            raise SourceError(f"{self.folder / name}.png: two frames of the source are named {name!r}; "
                              "label PNGs are named after the frames, so their names must differ")
         path = self.folder / f"{name}.png"
         write_png_atomic(path, np.ascontiguousarray(semantic, np.uint8), self.option)
@@ -128,7 +130,7 @@ def image_id(frame_name: str) -> str:
     """Return the Cityscapes-VPS image id of a frame (its ``VVVV_FFFF_city_seq_frame`` stem, else the name)."""
     try:
         return vps.parse_frame_name(frame_name).stem
-    except ValueError:
+    except DatasetError:
         return frame_name
 
 

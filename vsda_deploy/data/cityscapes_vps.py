@@ -79,10 +79,7 @@ def list_labelled(root: Path, split: str) -> dict[str, list[VpsLabelled]]:
     for f in sorted(folder.iterdir()):
         if not f.name.endswith((vps.NEW_IMAGE_SUFFIX, vps.IMAGE_SUFFIX)):
             continue
-        try:
-            name = vps.parse_frame_name(f.name)
-        except ValueError as e:
-            raise DatasetError(str(e)) from None
+        name = vps.parse_frame_name(f.name)  # DatasetError names the file
         videos.setdefault(name.video, []).append(VpsLabelled(name, f))
     if not videos:
         raise DatasetError(f"{folder}: no *{vps.NEW_IMAGE_SUFFIX} or *{vps.IMAGE_SUFFIX} frames; "
@@ -183,8 +180,6 @@ class VpsLabels:
         try:
             data = vps.load_json(path)
             return {str(a["image_id"]): a["segments_info"] for a in data["annotations"]}
-        except ValueError as e:
-            raise DatasetError(str(e)) from None
         except (KeyError, TypeError) as e:
             raise DatasetError(f"{path}: not a COCO-panoptic JSON (missing {e})") from None
 
@@ -212,9 +207,7 @@ class VpsLabels:
                 return vps.read_panoptic_inst(path, self.space)
             seg = vps.rgb_to_id(read_image(path))
             return vps.from_segments(seg, self.segments[image_id], str(path), self.space)
-        except DatasetError:
-            raise
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise DatasetError(str(e)) from None
 
 
