@@ -36,6 +36,7 @@ from vsda_deploy.model_meta import (
 )
 from vsda_deploy.options import parse_hw
 from vsda_train.checkpoint import CheckpointError, file_hash
+from vsda_train.config import ConfigError
 from vsda_train.evaluate import load_model
 
 OPSET = 17
@@ -57,7 +58,7 @@ def load_for_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     try:
         model, ckpt = load_model(path)
-    except (CheckpointError, ValueError, TypeError) as e:  # create_model raises ValueError for unknown names
+    except (CheckpointError, ConfigError, TypeError) as e:  # create_model: ConfigError for unknown names and options
         msg = str(e)
         raise ExportError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     space_name = ckpt.get("label_space", "viper15")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vsda_train.config import TrainConfig, for_phase, with_run
+from vsda_train.config import ConfigError, TrainConfig, for_phase, with_run
 from vsda_train.loop import CheckpointHook
 from vsda_train.run import PHASES, Run
 
@@ -26,7 +26,7 @@ def train_phase(cfg: TrainConfig, phase: str, init: str | None = None, resume: b
         return train_vat(cfg, init=init, resume=resume, on_checkpoint=on_checkpoint)
     if phase == "vst":
         if init is None:
-            raise ValueError("vst needs an initial checkpoint (the VAT model that makes the pseudo labels)")
+            raise ConfigError("vst needs an initial checkpoint (the VAT model that makes the pseudo labels)")
         return train_vst(cfg, init=init, resume=resume, on_checkpoint=on_checkpoint)
     raise ValueError(f"unknown phase {phase!r}: choose from {', '.join(PHASES)}")
 

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from vsda_deploy.data import ClipSample, FlowProvider, build_dataset
+from vsda_deploy.data.base import DatasetError
 from vsda_deploy.preprocess import resize_frame, resize_label
-from vsda_train.config import TrainConfig
+from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.flow import flow_provider, spec_root
 
 
@@ -85,7 +86,7 @@ class ScaledClips:
     def _flow(self, key_a: str, key_b: str, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         flow = np.asarray(self.flow(key_a, key_b, frame_a, frame_b), np.float32)
         if flow.shape != (*frame_a.shape[:2], 2):
-            raise ValueError(f"{key_a}: flow has shape {flow.shape}, expected {(*frame_a.shape[:2], 2)}")
+            raise DatasetError(f"{key_a}: flow has shape {flow.shape}, expected {(*frame_a.shape[:2], 2)}")
         return flow
 
     def __repr__(self) -> str:
@@ -108,7 +109,7 @@ def domain_clips(cfg: TrainConfig, domain: str, labels: bool, with_flow: bool, s
     """
     spec = spec or {"source": cfg.data.source, "target": cfg.data.target, "oracle": cfg.data.oracle}[domain]
     if not spec:
-        raise ValueError(f"data.{domain} is empty: give a dataset spec")
+        raise ConfigError(f"data.{domain} is empty: give a dataset spec")
     size = cfg.data.source_resize if domain == "source" else cfg.data.target_resize
     options = {"frames": frames} if frames != "all" else {}
     clips = build_dataset(spec, split=split, k=cfg.data.k, labels=labels, flow=None,

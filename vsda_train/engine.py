@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vsda_train.config import TrainConfig
+from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.transforms import ClipTransform
 
 # --- distributed ------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def resolve_device(device: str, info: DistInfo) -> torch.device:
     """Return the torch device of this rank (``cuda`` means this rank's local GPU)."""
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
         return torch.device("cuda", info.local_rank if info.enabled else torch.device(device).index or 0)
     return torch.device(device)
 
@@ -183,7 +183,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                                weight_decay=cfg.optim.weight_decay)
     if cfg.optim.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    raise ValueError(f"optim.optimizer {cfg.optim.optimizer!r}: choose sgd or adamw")
+    raise ConfigError(f"optim.optimizer {cfg.optim.optimizer!r}: choose sgd or adamw")
 
 
 def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float, warmup: int = 0) -> float:
@@ -206,7 +206,7 @@ class Precision:
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "bf16", "fp16"):
-            raise ValueError(f"--amp {self.mode!r}: choose none, bf16 or fp16")
+            raise ConfigError(f"--amp {self.mode!r}: choose none, bf16 or fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.mode == "none":

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vsda_deploy.data.base import FlowProvider
+from vsda_deploy.data.base import DatasetError, FlowProvider
 from vsda_deploy.flow import DIS_PRESETS, create_dis, dis_flow
+from vsda_train.config import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # torch side: warping, occlusion, resizing
@@ -140,9 +141,9 @@ class DISFlowCache:
     def __init__(self, cache_dir: str | Path, preset: str = "medium", compute: bool = True,
                  scale: float = 1.0):
         if preset not in DIS_PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; choose from {sorted(DIS_PRESETS)}")
+            raise ConfigError(f"unknown DIS preset {preset!r}; choose from {sorted(DIS_PRESETS)}")
         if not 0 < scale <= 1:
-            raise ValueError(f"flow scale must be in (0, 1], got {scale}")
+            raise ConfigError(f"flow scale must be in (0, 1], got {scale}")
         self.cache_dir = Path(cache_dir)
         self.preset, self.compute, self.scale = preset, compute, float(scale)
         self._local = threading.local()  # one DIS object per thread: they hold scratch buffers
@@ -195,16 +196,16 @@ class DISFlowCache:
         try:
             flow = np.load(path).astype(np.float32)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable flow cache file ({exc}); delete it to recompute") from exc
+            raise DatasetError(f"{path}: unreadable flow cache file ({exc}); delete it to recompute") from exc
         if flow.shape != (*self.stored_shape(shape), 2):
-            raise ValueError(f"{path}: cached flow is {flow.shape}, expected {(*self.stored_shape(shape), 2)}; "
+            raise DatasetError(f"{path}: cached flow is {flow.shape}, expected {(*self.stored_shape(shape), 2)}; "
                              "delete it to recompute")
         return flow if flow.shape[:2] == shape else _resize_flow_np(flow, shape)
 
 
 def _frame_shape(key_t: str, key_prev: str, frame_t: np.ndarray, frame_prev: np.ndarray) -> tuple[int, int]:
     if frame_t.shape[:2] != frame_prev.shape[:2]:
-        raise ValueError(f"{key_t}: frame is {frame_t.shape[:2]} but its neighbour {key_prev} is "
+        raise DatasetError(f"{key_t}: frame is {frame_t.shape[:2]} but its neighbour {key_prev} is "
                          f"{frame_prev.shape[:2]}; flow needs frames of one size")
     return frame_t.shape[:2]
 
@@ -233,12 +234,12 @@ def flownet2_name(key_t: str, key_prev: str) -> str:
         return f"{stem_t[: -len('_leftImg8bit')]}_{stem_prev.split('_')[-2]}_int16_x10.npy"
     if re.fullmatch(r"\d+", stem_t):
         if not stem_prev.isdigit() or int(stem_prev) != int(stem_t) - 1:
-            raise ValueError(f"{key_t}: SYNTHIA-Seq FlowNet2 files only hold the pair with frame t-1, "
+            raise DatasetError(f"{key_t}: SYNTHIA-Seq FlowNet2 files only hold the pair with frame t-1, "
                              f"not with {key_prev}")
         return f"{stem_t}_int16_x10.npy"
     if re.fullmatch(r".+_\d{5}", stem_t):
         return f"{stem_t}{stem_prev[-5:]}_int16_x10.npy"
-    raise ValueError(f"{key_t}: cannot map this frame name to a FlowNet2 *_int16_x10.npy file "
+    raise DatasetError(f"{key_t}: cannot map this frame name to a FlowNet2 *_int16_x10.npy file "
                      "(known: Cityscapes-Seq, VIPER, SYNTHIA-Seq names)")
 
 
@@ -280,7 +281,7 @@ class FlowNet2Files:
             raise FileNotFoundError(f"{path}: FlowNet2 flow for the pair {key_t} -> {key_prev} not found")
         raw = np.load(path)
         if raw.dtype != np.int16 or raw.ndim != 3 or raw.shape[2] != 2:
-            raise ValueError(f"{path}: expected (H, W, 2) int16 flow x10, got {raw.shape} {raw.dtype}")
+            raise DatasetError(f"{path}: expected (H, W, 2) int16 flow x10, got {raw.shape} {raw.dtype}")
         flow = raw.astype(np.float32) / 10.0
         shape = _frame_shape(key_t, key_prev, frame_t, frame_prev)
         return flow if flow.shape[:2] == shape else _resize_flow_np(flow, shape)

@@ -19,8 +19,9 @@ from functools import partial
 import numpy as np
 
 from vsda_deploy.data import build_dataset
+from vsda_deploy.options import OptionError
 from vsda_train.clips import ScaledClips, dataset_flow, domain_clips
-from vsda_train.config import TrainConfig
+from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.flow import DISFlowCache, flow_provider, spec_root
 
 CHUNK = 8  # pairs a worker takes at a time; fixed, so that shards agree across machines
@@ -108,12 +109,12 @@ def config_passes(cfg: TrainConfig, domain: str = "both", vst: bool = False, spl
     spec is set). ``vst`` adds the temporal filter's pairs to the target pass.
     """
     if domain not in DOMAINS:
-        raise ValueError(f"--domain {domain!r}: choose from {', '.join(DOMAINS)}")
+        raise OptionError(f"--domain {domain!r}: choose from {', '.join(DOMAINS)}")
     if cfg.data.flow_source != "dis":
-        raise ValueError(f"data.flow_source is {cfg.data.flow_source!r}: training reads those files, "
+        raise ConfigError(f"data.flow_source is {cfg.data.flow_source!r}: training reads those files, "
                          "there is no DIS cache to fill")
     if vst and domain == "source":
-        raise ValueError("--vst: VST's pairs are target pairs; use --domain target or both")
+        raise OptionError("--vst: VST's pairs are target pairs; use --domain target or both")
     cfg = replace(cfg, data=replace(cfg.data, compute_flow=True))
     passes = []
     for d in ("source", "target") if domain == "both" else (domain,):
@@ -150,10 +151,10 @@ def dataset_pass(spec: str, split: str = "train", k: int = 1, labelled: bool = F
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """Return ``(I, N)`` of ``I/N`` with 0 <= I < N; ValueError naming the option otherwise."""
+    """Return ``(I, N)`` of ``I/N`` with 0 <= I < N; OptionError naming the option otherwise."""
     index, sep, count = text.partition("/")
     if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N (e.g. 0/4)")
+        raise OptionError(f"--shard {text!r}: expected I/N with 0 <= I < N (e.g. 0/4)")
     return int(index), int(count)
 
 

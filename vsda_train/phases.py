@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vsda_train import engine
 from vsda_train.clips import domain_clips
-from vsda_train.config import TrainConfig
+from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.flow_pairs import on_demand_line
 from vsda_train.loop import CheckpointHook, train_loop
 from vsda_train.run import Run, build_run, num_classes_of, prepare_out
@@ -63,7 +63,7 @@ def train_vat(cfg: TrainConfig, init: str | None = None, resume: bool = False,
               on_checkpoint: CheckpointHook | None = None) -> Run:
     """Phase 1: source CE + video adversarial training on flow-aligned consecutive predictions."""
     if not cfg.data.source or not cfg.data.target:
-        raise ValueError("vat needs data.source and data.target dataset specs")
+        raise ConfigError("vat needs data.source and data.target dataset specs")
     run = build_run(cfg, "vat", init)
     prepare_out(run, resume)
     with_flow = cfg.vat.video_disc or cfg.vat.aux_adv_weight > 0
@@ -92,7 +92,7 @@ def train_vst(cfg: TrainConfig, init: str, resume: bool = False,
     from vsda_train.vst import make_pseudo_labels
 
     if not cfg.data.target:
-        raise ValueError("vst needs data.target (the unlabelled target clips)")
+        raise ConfigError("vst needs data.target (the unlabelled target clips)")
     if cfg.vst.teacher == "ema":
         return train_mean_teacher(cfg, init, resume, on_checkpoint)
     run = build_run(cfg, "vst", init)
@@ -119,7 +119,7 @@ def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
     from vsda_train.teacher import EMATeacher, RunningThresholds
 
     if cfg.vst.source_weight > 0 and not cfg.data.source:
-        raise ValueError("vst.teacher=ema with vst.source_weight > 0 needs data.source")
+        raise ConfigError("vst.teacher=ema with vst.source_weight > 0 needs data.source")
     run = build_run(cfg, "vst", init)
     run.teacher = EMATeacher(engine.unwrap(run.model)).to(run.device)
     run.thresholds = RunningThresholds(num_classes_of(cfg), cfg.vst.class_top_fraction, cfg.vst.threshold_decay)

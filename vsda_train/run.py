@@ -15,7 +15,7 @@ from vsda_deploy.labels import get_label_space
 from vsda_deploy.preprocess import Normalization, preset
 from vsda_train import engine
 from vsda_train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from vsda_train.config import TrainConfig, save_config
+from vsda_train.config import ConfigError, TrainConfig, save_config
 from vsda_train.discriminator import ImageDiscriminator, VideoDiscriminator
 from vsda_train.models import create_model
 
@@ -183,11 +183,11 @@ def add_discriminators(run: Run) -> None:
         made["image"] = ImageDiscriminator(c, vat.disc_width)
     if vat.aux_adv_weight > 0:
         if getattr(engine.unwrap(run.model), "aux_head", None) is None:
-            raise ValueError("vat.aux_adv_weight > 0 needs a model with an auxiliary head "
+            raise ConfigError("vat.aux_adv_weight > 0 needs a model with an auxiliary head "
                              "(e.g. model.kwargs.multi_level=true for DeepLabV2)")
         made["video_aux"] = VideoDiscriminator(c, vat.disc_width)
     if not made:
-        raise ValueError("vat: enable vat.video_disc and/or vat.image_disc")
+        raise ConfigError("vat: enable vat.video_disc and/or vat.image_disc")
     for name, disc in made.items():
         disc.to(run.device)
         run.discs[name] = engine.wrap_ddp(disc, run.info, run.device)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from vsda_train import engine
+from vsda_train.config import ConfigError
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
 from vsda_train.teacher import class_mix, consistent_labels, select
@@ -141,7 +142,7 @@ def vat_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> dict[s
     """One VAT step: source CE + adversarial loss on target clips, then the discriminators' update."""
     passes = run.cfg.vat.passes
     if passes == "joint" and src["frame"].shape[-2:] != tgt["frame"].shape[-2:]:
-        raise ValueError(f"vat.passes=joint needs source and target crops of one size, got "
+        raise ConfigError(f"vat.passes=joint needs source and target crops of one size, got "
                          f"{tuple(src['frame'].shape[-2:])} and {tuple(tgt['frame'].shape[-2:])}; "
                          "use vat.passes=per_domain")
     ctx, logs = (_vat_joint if passes == "joint" else _vat_per_domain)(run, src, tgt)

@@ -15,6 +15,7 @@ import torch
 
 from vsda_deploy.labels import IGNORE_INDEX
 from vsda_deploy.preprocess import IMAGENET, Normalization, normalise
+from vsda_train.config import ConfigError
 
 PHOTOMETRIC_LEVELS = ("none", "weak", "strong")
 
@@ -33,7 +34,7 @@ class Photometric:
     @staticmethod
     def level(name: str) -> Photometric | None:
         if name not in PHOTOMETRIC_LEVELS:
-            raise ValueError(f"photometric augmentation {name!r}: choose from {PHOTOMETRIC_LEVELS}")
+            raise ConfigError(f"photometric augmentation {name!r}: choose from {PHOTOMETRIC_LEVELS}")
         return {
             "none": None,
             "weak": Photometric(0.15, 0.15, 0.15, 5.0, 0.0, 0.0),

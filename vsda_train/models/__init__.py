@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsda_train.config import ConfigError
+
 __all__ = ["SegmentationModel", "SegmentationOutput", "create_model", "model_names", "resize_like"]
 
 
@@ -96,13 +98,13 @@ def create_model(name: str, num_classes: int, pretrained: str | None = None,
     """
     builders = _builders()
     if name not in builders:
-        raise ValueError(f"model {name!r} is unknown; choose from {', '.join(sorted(builders))}")
+        raise ConfigError(f"model {name!r} is unknown; choose from {', '.join(sorted(builders))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"model {name!r}: num_classes must be a positive int, got {num_classes!r}")
+        raise ConfigError(f"model {name!r}: num_classes must be a positive int, got {num_classes!r}")
     options = [p for p in inspect.signature(builders[name]).parameters if p != "num_classes"]
     unknown = sorted(set(kwargs) - set(options))
     if unknown:
-        raise ValueError(f"model {name!r} has no option {', '.join(unknown)}; options: {', '.join(options)}")
+        raise ConfigError(f"model {name!r} has no option {', '.join(unknown)}; options: {', '.join(options)}")
     model = builders[name](num_classes=num_classes, **kwargs)
     if pretrained is not None:
         from vsda_train.models.pretrained import load_pretrained

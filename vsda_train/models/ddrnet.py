@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsda_train.config import ConfigError
 from vsda_train.models import SegmentationModel, SegmentationOutput, resize_like
 
 BN_MOMENTUM = 0.1
@@ -185,7 +186,7 @@ class DDRNet(SegmentationModel):
                  aux_head: bool = True) -> None:
         for option, value in (("width", width), ("spp_planes", spp_planes), ("head_planes", head_planes)):
             if value < 1:
-                raise ValueError(f"model {name!r}: {option} must be >= 1, got {value}")
+                raise ConfigError(f"model {name!r}: {option} must be >= 1, got {value}")
         super().__init__(name, num_classes, width=width, aux_head=aux_head)
         self.backbone = DualResolutionBackbone(width)
         self.context = DAPPM(16 * width, spp_planes, 4 * width)
@@ -205,7 +206,7 @@ class DDRNet(SegmentationModel):
     def forward_train(self, x: torch.Tensor) -> SegmentationOutput:
         """Return logits, auxiliary logits (input resolution) and the fused 1/8 features."""
         if self.training and x.shape[0] < 2:
-            raise ValueError("DDRNet trains with batch >= 2: the DAPPM global branch normalises "
+            raise ConfigError("DDRNet trains with batch >= 2: the DAPPM global branch normalises "
                              f"(N, C, 1, 1) maps, got batch {x.shape[0]}")
         features, high_stage3 = self._features(x)
         aux = None if self.aux_head is None else resize_like(self.aux_head(high_stage3), x)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vsda_train.config import ConfigError
 from vsda_train.models import SegmentationModel, SegmentationOutput, resize_like
 
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -136,9 +137,9 @@ class DeepLabV2(SegmentationModel):
     def __init__(self, name: str, num_classes: int, depth: int, width: int = 64, multi_level: bool = False,
                  stride_in_1x1: bool = False) -> None:
         if depth not in DEPTHS:
-            raise ValueError(f"model {name!r}: depth must be one of {sorted(DEPTHS)}, got {depth}")
+            raise ConfigError(f"model {name!r}: depth must be one of {sorted(DEPTHS)}, got {depth}")
         if width < 1:
-            raise ValueError(f"model {name!r}: width must be >= 1, got {width}")
+            raise ConfigError(f"model {name!r}: width must be >= 1, got {width}")
         super().__init__(name, num_classes, width=width, multi_level=multi_level, stride_in_1x1=stride_in_1x1)
         self.backbone = DilatedResNet(depth, width, stride_in_1x1)
         for m in self.backbone.modules():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from vsda_train.checkpoint import CheckpointError
 from vsda_train.models import SegmentationModel
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             tensors[name] = flat.reshape(info["shape"])
     except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
-        raise ValueError(f"{path}: not a valid safetensors file ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: {e})") from e
     return tensors
 
 
@@ -82,7 +83,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types; the message is what helps
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a weights-only torch checkpoint ({first_line}); "
+        raise CheckpointError(f"{path}: not a weights-only torch checkpoint ({first_line}); "
                          "re-save it as a plain state_dict") from e
     while isinstance(obj, dict):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
@@ -91,7 +92,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = inner
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
     if not tensors:
-        raise ValueError(f"{path}: holds no tensors (expected a state_dict, or one under {WRAPPER_KEYS})")
+        raise CheckpointError(f"{path}: holds no tensors (expected a state_dict, or one under {WRAPPER_KEYS})")
     return tensors
 
 
@@ -133,7 +134,7 @@ def load_pretrained(model: SegmentationModel, path: str | Path) -> PretrainedRep
             loaded[target] = tensor
     if not loaded:
         name = model.config["name"]
-        raise ValueError(f"{path}: no tensor fits {name} (checkpoint keys look like "
+        raise CheckpointError(f"{path}: no tensor fits {name} (checkpoint keys look like "
                          f"{', '.join(list(source)[:3])}; the model's like {', '.join(list(own)[:2])})")
     model.load_state_dict(loaded, strict=False)
     missing = [k for k in own if k.startswith("backbone.") and k not in loaded

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from vsda_deploy.labels import VIPER15
+from vsda_deploy.options import OptionError
 
 Range = tuple[float, float]
 
@@ -83,7 +84,7 @@ class TargetStyle:
     def __post_init__(self) -> None:
         unknown = sorted({name for name, _ in self.hue_shift} - set(VIPER15.classes))
         if unknown:
-            raise ValueError(f"hue_shift: unknown class(es) {unknown}; choose from {list(VIPER15.classes)}")
+            raise OptionError(f"hue_shift: unknown class(es) {unknown}; choose from {list(VIPER15.classes)}")
 
 
 @dataclass(frozen=True)
@@ -110,19 +111,19 @@ class SynthConfig:
     def __post_init__(self) -> None:
         for name in ("width", "height"):
             if getattr(self, name) < 16:
-                raise ValueError(f"--{name}: must be at least 16, got {getattr(self, name)}")
+                raise OptionError(f"--{name}: must be at least 16, got {getattr(self, name)}")
         if self.source_size is not None and min(self.source_size) < 16:
-            raise ValueError(f"--source-size: both sides must be at least 16, got {self.source_size}")
+            raise OptionError(f"--source-size: both sides must be at least 16, got {self.source_size}")
         if self.frames < self.label_every:
-            raise ValueError(f"--frames: must be at least {self.label_every} (one labelled val frame per "
+            raise OptionError(f"--frames: must be at least {self.label_every} (one labelled val frame per "
                              f"clip), got {self.frames}")
         for name in ("source_clips", "target_train_clips", "target_val_clips"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
+                raise OptionError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
         if self.source_val_clips < 0:
-            raise ValueError(f"--source-val-clips: must be >= 0, got {self.source_val_clips}")
+            raise OptionError(f"--source-val-clips: must be >= 0, got {self.source_val_clips}")
         if not all(c.isalpha() and c.islower() for c in self.cities):
-            raise ValueError(f"cities: lowercase letters only, got {self.cities}")
+            raise OptionError(f"cities: lowercase letters only, got {self.cities}")
 
     def frame_size(self, domain: str) -> tuple[int, int]:
         """Return the (H, W) of ``domain``'s frames (source | target)."""

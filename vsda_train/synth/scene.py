@@ -16,6 +16,7 @@ from functools import cache
 
 import numpy as np
 
+from vsda_deploy.options import OptionError
 from vsda_train.synth import shapes as S
 from vsda_train.synth.config import Layout
 
@@ -161,7 +162,7 @@ class _Builder:
         """Return a new instance id, persistent for the whole clip."""
         inst = self.next_inst
         if inst > MAX_INSTANCES:
-            raise ValueError(f"more than {MAX_INSTANCES} things in one clip; lower the densities")
+            raise OptionError(f"more than {MAX_INSTANCES} things in one clip; lower the densities")
         self.next_inst += 1
         return inst
 
