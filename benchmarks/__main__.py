@@ -40,6 +40,7 @@ from benchmarks.suite import (
     rich_table,
     write_result,
 )
+from vsda_deploy.options import OptionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0],
                   pretty_exceptions_enable=False)
@@ -60,7 +61,7 @@ def _options(model: str, data: str, device: str, sizes: str, out: Path, runs: in
         raise typer.BadParameter(f"{device!r}: use cpu or cuda:N", param_hint="--device")
     try:
         parsed = parse_sizes(sizes)
-    except ValueError as exc:
+    except OptionError as exc:
         raise typer.BadParameter(str(exc).removeprefix("--sizes: "), param_hint="--sizes") from None
     return SuiteOptions(model=model, data=data, device=device, sizes=parsed, out=out, runs=runs, warmup=warmup,
                         threads=threads)
@@ -205,7 +206,7 @@ def compare_cmd(a: Path = typer.Argument(..., help="baseline result JSON"),
     ra, rb = load_result(a), load_result(b)
     try:
         ratios = compare(ra, rb)
-    except ValueError as exc:
+    except OptionError as exc:
         raise SystemExit(f"error: {a}, {b}: {exc}") from None
     console.print(compare_table(ra, rb, ratios))
 

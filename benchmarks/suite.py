@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vsda_deploy.options import parse_hw
+from vsda_deploy.options import OptionError, parse_hw
 
 SCHEMA = "vsda-benchmark/1"
 OK, INACCURATE, FAILED = "ok", "inaccurate", "failed"
@@ -371,7 +371,7 @@ def compare(a: SuiteResult, b: SuiteResult) -> list[Ratio]:
     more than the larger IQR of the two runs (otherwise the runs agree within their spread).
     """
     if a.suite != b.suite:
-        raise ValueError(f"cannot compare a {a.suite!r} run with a {b.suite!r} run")
+        raise OptionError(f"cannot compare a {a.suite!r} run with a {b.suite!r} run")
     b_rows = {r.name: r for r in b.rows}
     out = []
     for ra in a.rows:
@@ -441,10 +441,10 @@ def parse_sizes(text: str, multiple: int = 32) -> tuple[tuple[int, int], ...]:
     multiple of ``multiple`` (the benchmarks time and train the models at their strides' sizes)."""
     sizes = tuple(parse_hw(part, "--sizes") for part in text.split(",") if part.strip())
     if not sizes:
-        raise ValueError("--sizes: give at least one HxW")
+        raise OptionError("--sizes: give at least one HxW")
     for h, w in sizes:
         if h % multiple or w % multiple:
-            raise ValueError(f"--sizes: {h}x{w} is not HxW with H and W multiples of {multiple} (e.g. 256x512)")
+            raise OptionError(f"--sizes: {h}x{w} is not HxW with H and W multiples of {multiple} (e.g. 256x512)")
     return sizes
 
 

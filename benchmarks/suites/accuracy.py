@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite import Column, Row, SuiteOptions, SuiteResult, dataset_root, failed_row, new_result
+from vsda_deploy.options import OptionError
 
 METHODS = {"source": "source-only", "vat": "VAT", "vst": "VAT + VST", "oracle": "target oracle"}
 INIT = {"vat": "source", "vst": "vat"}  # what each phase starts from when trained here
@@ -23,12 +24,12 @@ RUNS = Path("runs/demo")
 
 
 def parse_checkpoints(text: str) -> dict[str, Path]:
-    """Return ``{method: checkpoint}`` from ``source=a.pt,vat=b.pt``; ValueError naming a bad entry."""
+    """Return ``{method: checkpoint}`` from ``source=a.pt,vat=b.pt``; OptionError naming a bad entry."""
     out = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, sep, path = part.partition("=")
         if not sep or name not in METHODS:
-            raise ValueError(f"--checkpoints: {part!r} is not NAME=PATH with NAME one of {', '.join(METHODS)}")
+            raise OptionError(f"--checkpoints: {part!r} is not NAME=PATH with NAME one of {', '.join(METHODS)}")
         out[name] = Path(path)
     return out
 
@@ -77,7 +78,7 @@ def run(opts: SuiteOptions, checkpoints: str = "", config: str = "configs/synth_
     dataset_root(opts.data)
     try:
         given = parse_checkpoints(checkpoints)
-    except ValueError as exc:
+    except OptionError as exc:
         raise SystemExit(f"error: {exc}") from None
     result = new_result("accuracy", COLUMNS, {**opts.settings(), "checkpoints": checkpoints, "config": config})
     result.extra["name_header"] = "method"

@@ -39,6 +39,7 @@ from benchmarks.suite import (
     new_result,
     parse_sizes,
 )
+from vsda_deploy.options import OptionError
 
 try:  # the [train] extra; without it every row is a ❌ naming it
     import torch
@@ -96,12 +97,12 @@ class Combo:
 
 
 def parse_models(text: str) -> tuple[ModelChoice, ...]:
-    """Return the models of ``name[:width],...``; ValueError naming a bad entry."""
+    """Return the models of ``name[:width],...``; OptionError naming a bad entry."""
     out = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, _, width = part.partition(":")
         if width and not (width.isdigit() and int(width) > 0):
-            raise ValueError(f"--models: {part!r}: the width after ':' must be a positive integer")
+            raise OptionError(f"--models: {part!r}: the width after ':' must be a positive integer")
         out.append(ModelChoice(name, int(width) if width else None))
     return tuple(out)
 
@@ -121,7 +122,7 @@ def default_plan(device: str, models: str = "", amp: str = "", sizes: str = "", 
         else (ModelChoice(EDGE, 16), ModelChoice(EDGE, 32), ModelChoice(R101)))
     amps = tuple(a.strip() for a in amp.split(",") if a.strip())
     if set(amps) - set(AMPS):
-        raise ValueError(f"--amp: {', '.join(sorted(set(amps) - set(AMPS)))}: choose from {', '.join(AMPS)}")
+        raise OptionError(f"--amp: {', '.join(sorted(set(amps) - set(AMPS)))}: choose from {', '.join(AMPS)}")
     combos = []
     for m in chosen:
         heavy = m.name == R101 and not m.width
@@ -388,7 +389,7 @@ def run(opts: SuiteOptions, models: str = "", amp: str = "", sizes: str = "", it
     """Return the train suite's result: one row per crop, model, AMP setting and phase."""
     try:
         combos, crops = default_plan(opts.device, models, amp, sizes, iters, warmup)
-    except ValueError as exc:
+    except OptionError as exc:
         raise SystemExit(f"error: {exc}") from None
     if MISSING is None and (unknown := sorted({c.model.name for c in combos} - set(model_names()))):
         raise SystemExit(f"error: --models: {', '.join(unknown)} unknown; choose from {', '.join(model_names())}")
