@@ -381,9 +381,12 @@ class TorchSegmenter(Segmenter):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._dev, self._dtype)
-            scores = self.model(x).float().cpu().numpy()
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._dev, self._dtype)
+                scores = self.model(x).float().cpu().numpy()
+        except torch.cuda.OutOfMemoryError as e:  # a RuntimeError: the pipeline names the size for MemoryError
+            raise MemoryError(str(e).splitlines()[0]) from None
         return _check_scores(self.path, scores, self.meta)
 
     def close(self) -> None:
