@@ -28,7 +28,7 @@ def evaluate(
     split: str = typer.Option("val", "--split", help="split folder under ROOT"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the scores to this JSON file"),
     device: str = typer.Option("cpu", "--device", help="with CKPT: cpu | cuda"),
-    min_area: int = typer.Option(DEFAULT_MIN_AREA, "--min-area",
+    min_area: int = typer.Option(DEFAULT_MIN_AREA, "--min-area", min=0,
                                  help="label PNGs: thing components below this many pixels get no instance"),
     link_iou: float = typer.Option(DEFAULT_LINK_IOU, "--link-iou",
                                    help="label PNGs: mask IoU needed to carry an instance id to the next frame"),
@@ -41,6 +41,9 @@ def evaluate(
         raise typer.Exit(2)
     if label_space not in LABEL_SPACES:
         typer.echo(f"error: --label-space {label_space!r}: choose from {', '.join(LABEL_SPACES)}", err=True)
+        raise typer.Exit(2)
+    if not 0 < link_iou <= 1:
+        typer.echo(f"error: --link-iou {link_iou}: must be in (0, 1]", err=True)
         raise typer.Exit(2)
     try:
         if checkpoint is not None:
