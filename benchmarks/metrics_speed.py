@@ -24,6 +24,7 @@ from rich.table import Table
 
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.cityscapes_vps import dump_json
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.evaluation import list_gt
 from vsda_deploy.labels import VIPER15
 from vsda_deploy.metrics import ConfusionMatrix, VideoPanopticQuality
@@ -100,7 +101,7 @@ def main(
         gt = [[f.read() for f in frames] for frames in videos.values()]
         rgb = [[vps.read_rgb_png(f.image) for f in frames] for frames in videos.values()]
         read_s = time.perf_counter() - start
-    except (ValueError, OSError) as e:
+    except (VsdaError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     pred = [perturb(v, np.random.default_rng(i)) for i, v in enumerate(gt)]

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done (and every file within tolerance), 2 a bad option value, 1 any other failure (a
 missing or foreign checkpoint, an unwritable output, no TensorRT), 3 an exported file misses its
-parity tolerance (the numbers are printed and in parity.json). Errors are one line naming the option or file.
+parity tolerance (the numbers are printed and in parity.json). Errors are one line naming the option or file:
+vsda's own errors (``VsdaError``) and file-system errors; any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main(
     from vsda_export import ExportOptions, run_export
     from vsda_export.onnx_export import parse_input_size
 
+    from vsda_deploy.errors import VsdaError
     from vsda_deploy.options import OptionError
 
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -68,7 +70,7 @@ def main(
     except OptionError as e:
         err.print(f"vsda-export: {e}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_OPTION) from None
-    except (ValueError, OSError) as e:  # ExportError / CheckpointError / missing files: one line
+    except (VsdaError, OSError) as e:  # ExportError, CheckpointError, missing files; any other is a bug
         err.print(f"vsda-export: {e}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILURE) from None
     if report.failures:

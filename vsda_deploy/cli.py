@@ -7,7 +7,9 @@
 Everything happens in :func:`vsda_deploy.infer.run_inference`. Exit status: 0 when the stream
 ended or was stopped (Ctrl-C, SIGTERM, ``q`` in the window); 1 for a runtime failure (a model, source
 or output that fails, a stream lost for good; one line on stderr per failure, the report still written
-when the stream ran); 2 for a bad option (one line naming it); 130 when interrupted twice.
+when the stream ran); 2 for a bad option (one line naming it); 130 when interrupted twice. Only vsda's own
+errors (``VsdaError``), file-system errors and running out of memory are one line: any other exception is a
+bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, run_inference
 from vsda_deploy.live import log_to_console
 from vsda_deploy.options import OptionError, parse_input_size
@@ -90,7 +93,7 @@ def main(
         raise _fail(str(e), EXIT_BAD_OPTION) from None
     except MemoryError as e:
         raise _fail(f"out of memory ({e or 'no detail'}); try a smaller --input-size", EXIT_FAILURE) from None
-    except (ValueError, OSError, RuntimeError) as e:
+    except (VsdaError, OSError) as e:  # anything else is a bug: its traceback shows
         raise _fail(str(e), EXIT_FAILURE) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", EXIT_INTERRUPTED) from None

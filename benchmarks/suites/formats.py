@@ -48,6 +48,7 @@ from benchmarks.suite import (
     time_calls,
 )
 from benchmarks.suites.formats_rows import Exports, Format, Loaded, Plan, build_formats
+from vsda_deploy.errors import VsdaError
 
 PARITY_FRAMES = 8  # val frames compared logit by logit (as vsda-export checks its files)
 
@@ -81,7 +82,7 @@ def load_source(path: Path, frame_size: tuple[int, int]) -> tuple[Any, Any]:
 
         model, ckpt = load_for_export(path)
         return model_meta(model, ckpt, path, checkpoint_eval_size(ckpt) or frame_size, dynamic=True), model
-    except (ValueError, OSError) as e:  # ExportError / CheckpointError / missing metadata name the file
+    except (VsdaError, OSError) as e:  # ExportError / CheckpointError / ModelError (no metadata) name the file
         raise SystemExit(f"error: --model {e}") from None
 
 

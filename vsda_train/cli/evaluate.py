@@ -12,8 +12,10 @@ import typer
 from rich.console import Console
 
 from vsda_deploy.cityscapes_vps import dump_json
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.evaluation import evaluate_folder, parse_gt_spec, render_result
 from vsda_deploy.labels import LABEL_SPACES
+from vsda_deploy.options import OptionError
 from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA
 
 
@@ -48,16 +50,16 @@ def evaluate(
     try:
         if checkpoint is not None:
             if not data:
-                raise ValueError("CKPT needs --data SPEC (e.g. cityscapes-vps:data/synth/target)")
+                raise OptionError("CKPT needs --data SPEC (e.g. cityscapes-vps:data/synth/target)")
             _score_checkpoint(checkpoint, data, split, json_out, device)
             return
         if not gt:
-            raise ValueError("--pred needs --gt cityscapes-vps:ROOT")
+            raise OptionError("--pred needs --gt cityscapes-vps:ROOT")
         result = evaluate_folder(pred, parse_gt_spec(gt), split, min_area=min_area, link_iou=link_iou,
                                  label_space=label_space)
         if json_out is not None:
             dump_json(json_out, result.to_json())
-    except (ValueError, OSError) as e:
+    except (VsdaError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     Console().print(render_result(result))

@@ -3,7 +3,8 @@
     vsda-train flow -c CONFIG [--domain source|target|both] [--vst] [--split train] [--workers N] [--shard I/N]
     vsda-train flow DATASET [--resize HxW] [--labelled] [-k 1] [--preset medium] [--scale 1] [--cache DIR] ...
 
-Bad options exit with status 2, failures while computing with status 1; either way one line says why.
+Bad options exit with status 2, failures while computing with status 1; either way one line says why
+(vsda's own errors and file-system errors; any other exception is a bug and shows its traceback).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from vsda_deploy.errors import VsdaError
 from vsda_deploy.flow import DIS_PRESETS
+from vsda_deploy.options import OptionError
 
 PLAIN_ONLY = ("-k", "--preset", "--cache", "--scale", "--labelled", "--resize")
 
@@ -80,40 +83,40 @@ def _resize(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"(\d+)x(\d+)", text.strip())
     if not m or min(int(m[1]), int(m[2])) < 1:
-        raise ValueError(f"--resize {text!r}: expected HxW, e.g. 512x1024")
+        raise OptionError(f"--resize {text!r}: expected HxW, e.g. 512x1024")
     return int(m[1]), int(m[2])
 
 
 def _plain_options(k: int | None, preset: str | None, scale: float | None, cache: Path | None, labelled: bool,
                    resize: str | None) -> dict[str, Any]:
-    """Return the plain form's options with their defaults; ValueError naming a bad one."""
+    """Return the plain form's options with their defaults; OptionError naming a bad one."""
     preset, scale = preset or "medium", 1.0 if scale is None else scale
     if preset not in DIS_PRESETS:
-        raise ValueError(f"--preset {preset!r}: unknown DIS preset; choose from {sorted(DIS_PRESETS)}")
+        raise OptionError(f"--preset {preset!r}: unknown DIS preset; choose from {sorted(DIS_PRESETS)}")
     if not 0 < scale <= 1:
-        raise ValueError(f"--scale {scale}: must be in (0, 1]")
+        raise OptionError(f"--scale {scale}: must be in (0, 1]")
     if k is not None and k < 1:
-        raise ValueError(f"-k {k}: the frame distance must be >= 1")
+        raise OptionError(f"-k {k}: the frame distance must be >= 1")
     return {"k": k or 1, "preset": preset, "scale": scale, "cache": cache, "labelled": labelled,
             "resize": _resize(resize)}
 
 
 def _passes(dataset: str | None, config: Path | None, sets: list[str], domain: str, vst: bool, split: str,
             plain: dict[str, Any], given: list[str]) -> list[Any]:
-    """Return the passes of the config form or of the plain form; ValueError / OSError on bad input."""
+    """Return the passes of the config form or of the plain form; VsdaError / OSError on bad input."""
     from vsda_train.flow_pairs import config_passes, dataset_pass
 
     if (dataset is None) == (config is None):
-        raise ValueError("give either DATASET or --config CONFIG")
+        raise OptionError("give either DATASET or --config CONFIG")
     if config is not None:
         if given:
-            raise ValueError(f"{given[0]}: with --config this comes from the config (data.*); "
+            raise OptionError(f"{given[0]}: with --config this comes from the config (data.*); "
                              "change it with --set data.KEY=VALUE")
         from vsda_train.config import load_config
 
         return config_passes(load_config(config, sets), domain, vst, split)
     if vst or domain != "both" or sets:
-        raise ValueError(f"{'--vst' if vst else '--set' if sets else '--domain'}: only with --config CONFIG")
+        raise OptionError(f"{'--vst' if vst else '--set' if sets else '--domain'}: only with --config CONFIG")
     return [dataset_pass(dataset, split, **plain)]
 
 
@@ -142,8 +145,6 @@ def flow(
     estimate: bool = typer.Option(False, "--estimate", help="stop once the estimate line is printed"),
 ) -> None:
     """Fill the optical-flow cache training reads, skipping pairs already cached; print an estimate first."""
-    from vsda_deploy.data import DatasetError
-    from vsda_train.config import ConfigError
     from vsda_train.flow_pairs import parse_shard
     from vsda_train.flow_precompute import fill_cache, usable_cores
 
@@ -151,13 +152,13 @@ def flow(
              if value is not None]
     try:
         if workers < 0:
-            raise ValueError(f"--workers {workers}: must be >= 0 (0: one per usable core)")
+            raise OptionError(f"--workers {workers}: must be >= 0 (0: one per usable core)")
         where = parse_shard(shard)
         plain = _plain_options(k, preset, scale, cache, labelled, resize)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             passes = _passes(dataset, config, list(sets or []), domain, vst, split, plain, given)
-    except (ConfigError, DatasetError, ValueError, OSError) as exc:  # FileNotFoundError is an OSError
+    except (VsdaError, OSError) as exc:  # FileNotFoundError is an OSError
         raise _fail(str(exc), 2) from None
     for w in caught:  # the read-only-root fallback: say where the cache went
         typer.echo(str(w.message), err=True)
@@ -166,5 +167,5 @@ def flow(
     try:
         with report.bar:
             fill_cache(passes, workers or usable_cores(), where, report, estimate)
-    except (DatasetError, ValueError, OSError) as exc:
+    except (VsdaError, OSError) as exc:
         raise _fail(str(exc), 1) from None

@@ -35,13 +35,15 @@ def _finish(run, evaluate: bool) -> None:
 
 
 def _guard(fn, *args, **kwargs):
-    """Run a phase; expected failures become one line and exit code 1."""
-    from vsda_train.checkpoint import CheckpointError
-    from vsda_train.config import ConfigError
+    """Run a phase; vsda's own errors and file-system errors become one line and exit code 1.
+
+    Any other exception is a bug: it propagates with its traceback.
+    """
+    from vsda_deploy.errors import VsdaError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except (VsdaError, OSError) as e:  # ConfigError, CheckpointError, DatasetError...; FileExistsError
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
 

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vsda_deploy.options import parse_hw
+from vsda_deploy.errors import VsdaError
+from vsda_deploy.options import OptionError, parse_hw
 from vsda_train.synth import SynthConfig, generate, total_frames
 
 _D = SynthConfig()
@@ -38,7 +39,7 @@ def synth(
         config = SynthConfig(seed=seed, width=width, height=height, source_size=src, source_clips=source_clips,
                              source_val_clips=source_val_clips, target_train_clips=target_train_clips,
                              target_val_clips=target_val_clips, frames=frames)
-    except ValueError as e:
+    except OptionError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     start = time.perf_counter()
@@ -48,7 +49,7 @@ def synth(
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("synth", total=total_frames(config))
             summary = generate(out, config, force=force, on_frame=lambda: progress.advance(task))
-    except (OSError, ValueError) as e:
+    except (VsdaError, OSError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
     _print_summary(summary, out, time.perf_counter() - start)
