@@ -5,6 +5,8 @@
     python -m benchmarks accuracy [--checkpoints source=A.pt,vat=B.pt,vst=C.pt,oracle=D.pt] [--data ...]
     python -m benchmarks train    [--models ddrnet23_slim:16,deeplabv2_r101] [--amp none,bf16] [--device cuda:0]
     python -m benchmarks metrics  [--data ...]
+    python -m benchmarks latency  [--model CKPT | --widths 16,32] [--sizes 256x512,512x1024]
+    python -m benchmarks smoothing [--model ONNX] [--train SPEC] [--data SPEC] [--alphas 0.3,0.85]
     python -m benchmarks data     [--workers 0,1,2] [--clips 24] [--utilisation 0.4] [--peak-tflops 989.4]
     python -m benchmarks rehearsal [--root runs/rehearsal] [--models deeplabv2,ddrnet]
     python -m benchmarks tables   [--check]     # the results tables of README.md and docs/ from the JSON
@@ -137,6 +139,47 @@ def metrics(data: str = DATA, out: Path = OUT,
     """Speed of mIoU / VPQ / TC evaluation on the val split."""
     opts = _options(DEFAULT_MODEL, data, "cpu", "256x512", out, runs=runs)
     _finish("metrics", _suite("metrics").run(opts), opts)
+
+
+@app.command()
+def latency(model: str = typer.Option("", "--model", help="a vsda checkpoint (default: random weights of "
+                                      "--arch at each --widths)"),
+            arch: str = typer.Option("ddrnet23_slim", "--arch", help="model name without --model"),
+            widths: str = typer.Option("16,32", "--widths", help="widths without --model (16: the demo, 32: full)"),
+            data: str = DATA, sizes: str = typer.Option("256x512,512x1024", "--sizes", help="input sizes HxW"),
+            out: Path = OUT, runs: int = RUNS, warmup: int = typer.Option(5, "--warmup", min=0),
+            threads: int = THREADS,
+            dynamic: bool = typer.Option(True, "--dynamic/--static", help="export as vsda-export does by default"),
+            calib_frames: int = typer.Option(32, "--calib-frames", min=1, help="INT8 calibration frames")) -> None:
+    """CPU latency of PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8, side by side, with the FP32 ceiling."""
+    try:
+        width_list = tuple(int(w) for w in widths.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{widths!r}: expected widths like 16,32", param_hint="--widths") from None
+    opts = _options(model or DEFAULT_MODEL, data, "cpu", sizes, out, runs, warmup, threads)
+    progress = lambda row: console.print(f"{row.name}: " + ", ".join(  # noqa: E731
+        f"{k.removesuffix('_ms')} {v:.1f} ms" for k, v in row.values.items() if k.endswith("_ms")
+        and not k.endswith("p90_ms")))
+    _finish("latency", _suite("latency").run(opts, model or None, arch, width_list, dynamic, calib_frames,
+                                             on_row=progress), opts)
+
+
+@app.command()
+def smoothing(model: str = typer.Option("runs/demo/export/model.onnx", "--model", help="ONNX model"),
+              train: str = typer.Option("cityscapes-seq:data/synth/oracle", "--train",
+                                        help="labelled target-train videos: the choice is made here"),
+              data: str = typer.Option(DEFAULT_DATA, "--data", help="labelled target-val videos: checked once"),
+              alphas: str = typer.Option("0.3,0.45,0.6,0.75,0.85", "--alphas", help="smoothing weights to try"),
+              out: Path = OUT) -> None:
+    """vsda-infer's smoothing mode and alpha chosen on target-train (best TC within 0.5 mIoU), checked on val."""
+    try:
+        values = tuple(float(a) for a in alphas.split(","))
+        if not all(0 < a < 1 for a in values):
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"{alphas!r}: weights in (0, 1) like 0.3,0.85", param_hint="--alphas") from None
+    opts = _options(model, data, "cpu", "256x512", out)
+    _finish("smoothing", _suite("smoothing").run(opts, train, values), opts)
 
 
 @app.command()

@@ -31,14 +31,6 @@ BUGS = [ValueError("operands could not be broadcast together with shapes (3,) (4
         IndexError("index 15 is out of bounds for axis 0 with size 15")]
 
 
-def _metrics_speed_app() -> typer.Typer:
-    from benchmarks.metrics_speed import main
-
-    app = typer.Typer(add_completion=False)
-    app.command()(main)
-    return app
-
-
 def _export_error(message: str) -> VsdaError:
     from vsda_export.onnx_export import ExportError
 
@@ -87,9 +79,6 @@ CASES = [
     Case("vsda-train synth", lambda: import_module("vsda_train.cli").app, ["synth", "out"],
          "vsda_train.cli.synth.generate", lambda: OptionError("more than 255 things in one clip; lower the densities"),
          "more than 255 things in one clip; lower the densities", 1),
-    Case("benchmarks.metrics_speed", _metrics_speed_app, ["--data", "synth"], "benchmarks.metrics_speed.list_gt",
-         lambda: DatasetError("synth/target/val: VPQ needs panoptic labels"),
-         "error: synth/target/val: VPQ needs panoptic labels", 1),
 ]
 
 

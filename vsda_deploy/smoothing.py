@@ -30,8 +30,8 @@ from vsda_deploy.flow import create_dis, occlusion_mask
 MODES = ("flow", "ema", "none")
 THUMB_WIDTH = 64  # scene cuts are judged on thumbnails: cheap, and blind to small motion and noise
 MIN_FLOW_WIDTH = 32  # DIS needs a few patches per pyramid level
-# Chosen on target-train videos (python -m benchmarks.smoothing_tune): the highest TC whose mIoU stays
-# within 0.5 of no smoothing; on the synthetic target-train 0.85 gave TC 74.4 -> 86.6, mIoU -0.15.
+# Chosen on target-train videos by `python -m benchmarks smoothing`: the highest TC whose mIoU stays
+# within 0.5 of no smoothing (figures in docs/benchmarks.md).
 DEFAULT_ALPHA = 0.85
 
 

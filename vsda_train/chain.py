@@ -28,7 +28,7 @@ def train_phase(cfg: TrainConfig, phase: str, init: str | None = None, resume: b
         if init is None:
             raise ConfigError("vst needs an initial checkpoint (the VAT model that makes the pseudo labels)")
         return train_vst(cfg, init=init, resume=resume, on_checkpoint=on_checkpoint)
-    raise ValueError(f"unknown phase {phase!r}: choose from {', '.join(PHASES)}")
+    raise ConfigError(f"unknown phase {phase!r}: choose from {', '.join(PHASES)}")
 
 
 def needs_eval(out: Path) -> bool:
@@ -49,7 +49,7 @@ def adapt(cfg: TrainConfig, name: str, phases: Sequence[str] = PHASES, init: str
 
     unknown = [p for p in phases if p not in PHASES]
     if unknown or not phases:
-        raise ValueError(f"phases {list(phases)}: choose from {', '.join(PHASES)}")
+        raise ConfigError(f"phases {list(phases)}: choose from {', '.join(PHASES)}")
     checkpoints: dict[str, Path] = {}
     for phase in phases:
         run = train_phase(with_run(cfg, name=f"{name}/{phase}"), phase, init=init, resume=resume)

@@ -2,7 +2,7 @@
 
 The ground truth of ``--data``'s val split is read once; it is then scored against itself (a
 perfect prediction: every metric must be 100, checked) and against a plausible wrong copy
-(shifted, blotched, instance ids switched: ``benchmarks.metrics_speed.perturb``). Each row is
+(shifted, blotched, instance ids switched: ``perturb``). Each row is
 the median of ``--runs`` repeats, so the times are the metric code alone.
 """
 
@@ -15,15 +15,62 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.metrics_speed import link_instances, perturb, score_miou, score_vpq
 from benchmarks.suite import Column, Row, SuiteOptions, SuiteResult, classify, dataset_root, new_result
 from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.evaluation import list_gt
 from vsda_deploy.labels import VIPER15
-from vsda_deploy.metrics import TemporalConsistency
+from vsda_deploy.metrics import ConfusionMatrix, TemporalConsistency, VideoPanopticQuality
+from vsda_deploy.panoptic import PanopticTracker
 
 COLUMNS = [Column("s_p50", "seconds p50", "{:.3f}"), Column("ms_per_frame", "ms / frame", "{:.2f}"),
            Column("value", "score", "{:.2f}")]
+
+
+Frame = tuple[np.ndarray, np.ndarray]  # (semantic, instance)
+
+
+def perturb(video: list[Frame], rng: np.random.Generator) -> list[Frame]:
+    """Return a plausible wrong prediction of a video: shifted, blotched, ids switched."""
+    out = []
+    for t, (sem, inst) in enumerate(video):
+        sem, inst = np.roll(sem, 2, axis=1), np.roll(inst, 2, axis=1) + 100 * (inst > 0)
+        h, w = sem.shape
+        for _ in range(6):
+            y, x = rng.integers(0, h - h // 8), rng.integers(0, w - w // 8)
+            sem[y:y + h // 8, x:x + w // 8] = rng.integers(0, VIPER15.num_classes)
+        if t % 2:
+            inst = np.where(inst > 0, inst + 1, 0)  # a different id every other frame
+        out.append((sem.astype(np.uint8), inst.astype(np.int32)))
+    return out
+
+
+def score_miou(gt: list[list[Frame]], pred: list[list[Frame]]) -> float:
+    """Return the mIoU of ``pred`` against ``gt`` (one confusion matrix)."""
+    cm = ConfusionMatrix(VIPER15.num_classes)
+    for gv, pv in zip(gt, pred):
+        for (gs, _), (ps, _) in zip(gv, pv):
+            cm.update(ps, gs)
+    return cm.miou()
+
+
+def score_vpq(gt: list[list[Frame]], pred: list[list[Frame]]) -> float:
+    """Return the VPQ (mean over k = 0, 5, 10, 15) of ``pred`` against ``gt``."""
+    vpq = VideoPanopticQuality()
+    for gv, pv in zip(gt, pred):
+        vpq.reset()
+        for (gs, gi), (ps, pi) in zip(gv, pv):
+            vpq.update(gs, gi, ps, pi)
+    return vpq.result().vpq()
+
+
+def link_instances(gt: list[list[Frame]], rgb: list[list[np.ndarray]]) -> float:
+    """Return the VPQ of the GT semantic turned panoptic by ``PanopticTracker`` (DIS flow)."""
+    tracker = PanopticTracker()
+    pred = []
+    for gv, rv in zip(gt, rgb):
+        tracker.reset()
+        pred.append([(s, tracker.update(s, frame_rgb=r)) for (s, _), r in zip(gv, rv)])
+    return score_vpq(gt, pred)
 
 
 def score_tc(pred: list[list[tuple[np.ndarray, np.ndarray]]], rgb: list[list[np.ndarray]]) -> float:

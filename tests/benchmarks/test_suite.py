@@ -244,3 +244,29 @@ def test_stream_suite_at_native_size_scores_like_the_evaluator(target: Path, tmp
 
     expected = evaluate_predictor(predict, target, "val").to_json()["miou"]
     assert none.values["miou"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_smoothing_is_chosen_within_the_miou_budget_of_none() -> None:
+    from benchmarks.suites.smoothing import choose
+
+    rows = {"none": {"miou": 20.0, "tc": 70.0}, "ema 0.30": {"miou": 19.8, "tc": 75.0},
+            "ema 0.85": {"miou": 19.4, "tc": 90.0}, "flow 0.60": {"miou": 19.5, "tc": 80.0}}
+    assert choose(rows) == "flow 0.60"  # ema 0.85 has the best TC but costs 0.6 mIoU, over the 0.5 budget
+    assert choose({"none": rows["none"], "ema 0.85": rows["ema 0.85"]}) == "none"
+
+
+def test_smoothing_suite_chooses_on_train_and_checks_on_val(target: Path, tmp_path: Path) -> None:
+    from benchmarks.suites import smoothing
+    from tests.deploy.test_backends import export_tiny_model
+
+    onnx_path, _ = export_tiny_model(tmp_path / "model")
+    res = smoothing.run(SuiteOptions(model=str(onnx_path), data=f"cityscapes-vps:{target}"),
+                        f"cityscapes-seq:{target.parent / 'oracle'}", alphas=(0.5,))
+    names = [r.name for r in res.rows]
+    assert names[:3] == ["train · none", "train · ema 0.50", "train · flow 0.50"]
+    chosen = [r.name.removeprefix("train · ") for r in res.rows if r.reason == "chosen"]
+    assert len(chosen) <= 1 and names[3] == "val · none" and names[4:] == [f"val · {c}" for c in chosen]
+    assert smoothing.choose({r.name.removeprefix("train · "): r.values for r in res.rows[:3]}) == (
+        chosen[0] if chosen else "none")
+    for r in res.rows:
+        assert 0 <= r.values["miou"] <= 100 and r.values["tc"] is not None

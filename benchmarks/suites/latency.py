@@ -1,32 +1,26 @@
-"""CPU latency of one model as PyTorch eager and as ONNX Runtime FP32 / FP16 / INT8, and their ratios.
+"""The ``latency`` suite: one model as PyTorch eager and as ONNX Runtime FP32 / FP16 / INT8 on this CPU.
 
-    python -m benchmarks.export_latency [--checkpoint CKPT | --model ddrnet23_slim --widths 16,32]
-        [--sizes 256x512,512x1024] [--runs 50] [--data cityscapes-vps:data/synth/target] [--json FILE]
+    python -m benchmarks latency [--model CKPT | --widths 16,32] [--sizes 256x512,512x1024] [--runs 50]
 
 Every variant runs the same normalised real frame (the first val frame of ``--data``; without data a
 small synthetic benchmark is generated in a temporary folder), one frame at a time, ``--runs`` timed runs
 after ``--warmup``, in 5 round-robin blocks (every variant, then every variant again...) so the ratios
-are measured side by side; the median is reported (p90 in the JSON). ONNX Runtime: CPU provider, every graph
+are measured side by side; the median is reported. ONNX Runtime: CPU provider, every graph
 optimisation, one intra-op thread per core; PyTorch: ``inference_mode``, the same thread count.
 INT8 rows: ``int8`` is the TensorRT-ready file (symmetric INT8 activations); ``int8-cpu`` is
 ``--int8-target cpu`` (UINT8 activations, ONNX Runtime's recommendation for x86, where ReLU then fuses
-into QLinearConv). On x86, ONNX Runtime fuses only part of the symmetric file's Q/DQ convolutions;
-``session.qdqisint8allowed=1`` fuses them all but runs about 3x slower (S8S8 kernels, ReLU between Q/DQ).
+into QLinearConv). On x86, ONNX Runtime fuses only part of the symmetric file's Q/DQ convolutions.
 Without a checkpoint the models are randomly initialised: latency does not depend on the weights' values.
 
 Each row also gives the model's convolution GFLOP and a *ceiling* for FP32 ORT vs PyTorch: PyTorch's time
 over the time the convolutions alone would take at ONNX Runtime's best FP32 convolution rate on this CPU
 (one 3x3 convolution, 256 to 256 channels on 64x64). When ONNX Runtime's convolutions already run at
 that rate, no FP32 graph optimisation can push the ratio past the ceiling.
-
-Other processes on the machine distort the numbers: the JSON records the load average before and after.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -34,13 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
-from rich.console import Console
-from rich.table import Table
 
-from benchmarks.suite import time_calls
-
-app = typer.Typer(add_completion=False)
+from benchmarks.suite import Column, Row, SuiteOptions, SuiteResult, new_result, time_calls
 
 VARIANTS = ("pytorch", "ort-fp32", "ort-fp16", "ort-int8", "ort-int8-cpu")
 BLOCKS = 5  # round-robin timing blocks per variant
@@ -124,12 +113,11 @@ def _model(checkpoint: str | None, name: str, width: int, work: Path) -> tuple[A
     return model.eval(), path
 
 
-def _data(spec: str | None, work: Path) -> str:
-    """Return a Cityscapes-VPS spec with train and val frames: ``spec``, data/synth/target, or a generated one."""
-    if spec:
+def _data(spec: str, work: Path) -> str:
+    """Return a Cityscapes-VPS spec with train and val frames: ``spec`` when it exists, else a generated one."""
+    kind, _, root = spec.partition(":")
+    if kind == "cityscapes-vps" and (Path(root) / "val").is_dir():
         return spec
-    if Path("data/synth/target/val").is_dir():
-        return "cityscapes-vps:data/synth/target"
     from vsda_train.synth.config import SynthConfig
     from vsda_train.synth.generate import generate
 
@@ -206,83 +194,49 @@ def _summary(times: dict[str, list[float]], gflop: float, peak: float) -> dict[s
             "ort_fp32_vs_pytorch_ceiling": med["pytorch"] / (gflop / peak * 1e3)}
 
 
-def _table(results: list[dict[str, Any]]) -> Table:
-    table = Table(title="CPU latency, median ms (speed-up vs ORT FP32; ORT FP32 vs PyTorch, its ceiling)")
-    for col in ("model", "size", "GFLOP", *VARIANTS, "FP32 ORT/PyTorch", "ceiling", "INT8/FP32",
-                "INT8-cpu/FP32"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in results:
-        med, sp = r["median_ms"], r["speedup"]
-        table.add_row(r["model"], r["size"], f"{r['conv_gflop']:.1f}", *(f"{med[v]:.1f}" for v in VARIANTS),
-                      f"{sp['ort_fp32_vs_pytorch']:.2f}x", f"{r['ort_fp32_vs_pytorch_ceiling']:.2f}x",
-                      f"{sp['int8_vs_ort_fp32']:.2f}x",
-                      f"{sp['int8_cpu_vs_ort_fp32']:.2f}x")
-    return table
+COLUMNS = [Column("conv_gflop", "GFLOP"), *(Column(f"{v}_ms", f"{v} ms") for v in VARIANTS),
+           Column("ort_fp32_vs_pytorch", "ORT FP32 / PyTorch", "{:.2f}x"),
+           Column("ort_fp32_vs_pytorch_ceiling", "its ceiling", "{:.2f}x"),
+           Column("int8_vs_ort_fp32", "INT8 / FP32", "{:.2f}x"), Column("int8_cpu_vs_ort_fp32", "INT8-cpu / FP32",
+                                                                      "{:.2f}x")]
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int]]:
-    from vsda_export.onnx_export import parse_input_size
+def row_values(summary: dict[str, Any]) -> dict[str, float]:
+    """Return one table row's values from ``_summary``."""
+    return {"conv_gflop": summary["conv_gflop"], **{f"{v}_ms": summary["median_ms"][v] for v in VARIANTS},
+            **{f"{v}_p90_ms": summary["p90_ms"][v] for v in VARIANTS}, **summary["speedup"],
+            "ort_fp32_vs_pytorch_ceiling": summary["ort_fp32_vs_pytorch_ceiling"]}
 
-    return [parse_input_size(s) for s in text.split(",") if s.strip()]
 
-
-@app.command()
-def main(
-    checkpoint: str = typer.Option(None, "--checkpoint", help="a vsda checkpoint (else random weights)"),
-    model_name: str = typer.Option("ddrnet23_slim", "--model", help="model without --checkpoint"),
-    widths: str = typer.Option("16,32", "--widths", help="widths without --checkpoint (16: the demo, 32: full)"),
-    sizes: str = typer.Option("256x512,512x1024", "--sizes", help="HxW list"),
-    runs: int = typer.Option(50, "--runs", help="timed runs per variant (the median is reported)"),
-    warmup: int = typer.Option(5, "--warmup"),
-    threads: int = typer.Option(0, "--threads", help="intra-op threads (0: one per core)"),
-    dynamic: bool = typer.Option(True, "--dynamic/--static", help="export as vsda-export does by default"),
-    data: str = typer.Option(None, "--data", help="cityscapes-vps:ROOT for the frame and the calibration"),
-    calib_frames: int = typer.Option(32, "--calib-frames"),
-    json_out: str = typer.Option(None, "--json", help="write the results here"),
-) -> None:
-    """Time PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8 on this CPU."""
+def run(opts: SuiteOptions, checkpoint: str | None, model_name: str, widths: tuple[int, ...], dynamic: bool = True,
+        calib_frames: int = 32, on_row: Callable[[Row], None] | None = None) -> SuiteResult:
+    """Time every variant of each model (``checkpoint``, or ``model_name`` at each width) at ``opts.sizes``."""
     from vsda_export.precision import open_frames
 
     from vsda_deploy.pipeline import model_input
     from vsda_deploy.preprocess import IMAGENET
 
-    threads = threads or os.cpu_count() or 1
-    console, results = Console(width=None if Console().is_terminal else 160), []
+    threads = opts.threads or os.cpu_count() or 1
     load_before = os.getloadavg()
     peak = conv_peak_gflops(threads)
-    console.print(f"ONNX Runtime FP32 3x3 convolution, 256 channels, {threads} threads: {peak:.0f} GFLOP/s")
+    result = new_result("latency", COLUMNS, {**opts.settings(), "dynamic": dynamic, "threads": threads})
     with tempfile.TemporaryDirectory(prefix="vsda-latency-") as tmp:
         work = Path(tmp)
-        spec = _data(data, work)
+        spec = _data(opts.data, work)
         frame = next(open_frames(spec, split="val").read([0]))
-        models = [(model_name, 0)] if checkpoint else [(model_name, int(w)) for w in widths.split(",")]
-        for name, width in models:
+        for name, width in [(model_name, 0)] if checkpoint else [(model_name, w) for w in widths]:
             model, ckpt = _model(checkpoint, name, width, work)
             label = f"{model.config['name']} w{model.config.get('width')}"
-            for size in _parse_sizes(sizes):
+            for size in opts.sizes:
                 files = _export_all(model, ckpt, size, dynamic, spec, calib_frames, work)
-                x = model_input(frame, size, IMAGENET)
-                times = bench_one(model, files, x, threads, runs, warmup)
-                summary = _summary(times, conv_gflop(model, size), peak)
-                results.append({"model": label, "size": f"{size[0]}x{size[1]}", **summary})
-                console.print(f"{label} {size[0]}x{size[1]}: " + ", ".join(
-                    f"{k} {v:.1f} ms" for k, v in results[-1]["median_ms"].items()))
-    console.print(_table(results))
-    report = {"results": results, "conv_peak_gflops": peak, "runs": runs, "warmup": warmup, "threads": threads,
-              "dynamic": dynamic, "frame": spec, "cpu": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg(),
-              "versions": _versions()}
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report, indent=1))
-
-
-def _versions() -> dict[str, str]:
-    import onnxruntime
-    import torch
-
-    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-
-
-if __name__ == "__main__":
-    app()
+                times = bench_one(model, files, model_input(frame, size, IMAGENET), threads, opts.runs, opts.warmup)
+                row = Row(f"{label} · {size[0]}x{size[1]}",
+                          values=row_values(_summary(times, conv_gflop(model, size), peak)))
+                result.rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    result.extra.update({"conv_peak_gflops": peak, "frame": spec, "load_before": list(load_before),
+                         "load_after": list(os.getloadavg())})
+    result.notes.append(f"ONNX Runtime FP32 3x3 convolution, 256 channels, {threads} threads: {peak:.0f} GFLOP/s "
+                        f"(the ceiling's rate); median of {opts.runs} runs in {BLOCKS} round-robin blocks")
+    return result

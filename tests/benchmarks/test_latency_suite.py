@@ -1,8 +1,8 @@
-"""The export latency benchmark times its variants side by side."""
+"""The latency suite times its variants side by side."""
 
 from __future__ import annotations
 
-from benchmarks.export_latency import interleaved
+from benchmarks.suites.latency import interleaved
 
 
 def test_interleaved_round_robin_blocks() -> None:
@@ -18,7 +18,7 @@ def test_interleaved_round_robin_blocks() -> None:
 def test_conv_gflop_counts_multiply_adds_of_every_convolution() -> None:
     from torch import nn
 
-    from benchmarks.export_latency import conv_gflop
+    from benchmarks.suites.latency import conv_gflop
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.Conv2d(8, 5, 1))
@@ -27,7 +27,7 @@ def test_conv_gflop_counts_multiply_adds_of_every_convolution() -> None:
 
 
 def test_summary_ratios_and_fp32_ceiling() -> None:
-    from benchmarks.export_latency import VARIANTS, _summary
+    from benchmarks.suites.latency import VARIANTS, _summary
 
     times = dict(zip(VARIANTS, ([120.0], [100.0], [110.0], [150.0], [40.0]), strict=True))
     s = _summary(times, gflop=18.0, peak=200.0)
@@ -36,3 +36,17 @@ def test_summary_ratios_and_fp32_ceiling() -> None:
     assert s["gflops"]["ort-fp32"] == 180.0
     # convolutions alone at 200 GFLOP/s take 90 ms: PyTorch's 120 ms over that
     assert abs(s["ort_fp32_vs_pytorch_ceiling"] - 120 / 90) < 1e-12
+
+
+def test_latency_suite_times_every_variant_of_each_width(tmp_path) -> None:
+    from benchmarks.suite import SuiteOptions
+    from benchmarks.suites.latency import VARIANTS, run
+
+    opts = SuiteOptions(data=f"cityscapes-vps:{tmp_path / 'absent'}", sizes=((64, 128),), runs=5, warmup=1,
+                        threads=1)
+    res = run(opts, None, "ddrnet23_slim", (8,), calib_frames=2)
+    (row,) = res.rows
+    assert row.name == "ddrnet23_slim w8 · 64x128" and row.status == "ok"
+    assert all(row.values[f"{v}_ms"] > 0 for v in VARIANTS)
+    assert row.values["ort_fp32_vs_pytorch"] == row.values["pytorch_ms"] / row.values["ort-fp32_ms"]
+    assert res.extra["frame"].endswith("synth/target")  # no data given: a generated benchmark
