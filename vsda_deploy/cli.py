@@ -21,9 +21,10 @@ import typer
 from rich.console import Console
 
 from vsda_deploy.errors import VsdaError
-from vsda_deploy.infer import SMOOTH_WIDTH, InferOptions, run_inference
+from vsda_deploy.infer import InferOptions, run_inference
 from vsda_deploy.live import log_to_console
 from vsda_deploy.options import OptionError, parse_input_size
+from vsda_deploy.pipeline import SMOOTH_WIDTH
 from vsda_deploy.report import render_report
 from vsda_deploy.smoothing import DEFAULT_ALPHA
 from vsda_deploy.sources import quiet_opencv

@@ -45,26 +45,26 @@ import numpy as np
 from rich.console import Console
 
 from vsda_deploy import cityscapes_vps as vps
-from vsda_deploy.backends import BACKENDS, ORT_PROVIDERS, ModelError, load_segmenter, parse_device
+from vsda_deploy.backends import ModelError, load_segmenter
 from vsda_deploy.data.base import DatasetError
 from vsda_deploy.datasets import GroundTruth, load_ground_truth, open_dataset, parse_dataset_spec
 from vsda_deploy.evaluation import EvalResult, PredFrame, SplitScorer
+from vsda_deploy.infer_options import InferOptions
 from vsda_deploy.labels import LABEL_SPACES
 from vsda_deploy.latency import LatencyHistogram
 from vsda_deploy.live import live_line
 from vsda_deploy.metrics import VideoPanopticQuality
-from vsda_deploy.options import NATIVE, OptionError, check_hw
-from vsda_deploy.outputs import OutputError, check_distinct, check_file_output, write_json
+from vsda_deploy.options import OptionError
+from vsda_deploy.outputs import OutputError, check_file_output, write_json
 from vsda_deploy.overlay_video import OverlayVideoWriter
 from vsda_deploy.panoptic import PanopticTracker
 from vsda_deploy.pipeline import (  # the maths is re-exported: tests import it from here
-    SMOOTH_WIDTH,
     FramePipeline,
     argmax_classes,  # noqa: F401
     softmax,  # noqa: F401
 )
 from vsda_deploy.sinks import JsonLinesWriter, LabelWriter, PanopticWriter, Sink, WindowSink
-from vsda_deploy.smoothing import DEFAULT_ALPHA, MODES, StreamingSmoother
+from vsda_deploy.smoothing import StreamingSmoother
 from vsda_deploy.sources import DEFAULT_FPS, FrameSource, open_source
 
 log = logging.getLogger(__name__)
@@ -72,62 +72,6 @@ log = logging.getLogger(__name__)
 STAGES = ("wait", "read", "preprocess", "inference", "smoothing", "postprocess", "total")
 METRIC_KEYS = ("miou", "iou", "vpq", "vpq_things", "vpq_stuff", "vpq_k", "tc")
 WAITING_S = 1.0  # the live line says how long no frame came once it is this long
-
-
-@dataclass(frozen=True)
-class InferOptions:
-    """Everything ``run_inference`` needs; the CLI options map one to one."""
-
-    source: str
-    model: str | Path
-    backend: str = "auto"
-    device: str = "cpu"
-    provider: str = "auto"  # ONNX Runtime execution provider: auto | cpu | cuda | tensorrt
-    precision: str = "fp32"  # torch backend only: fp32 | fp16
-    input_size: tuple[int, int] | str | None = None  # (H, W), "native", or None: the model's trained scale
-    smooth: str = "flow"
-    alpha: float = DEFAULT_ALPHA
-    smooth_width: int = SMOOTH_WIDTH  # smoothing grid at most this wide (px)
-    gt: str | None = None
-    split: str = "val"
-    save_video: Path | None = None
-    legend: bool = False  # draw the classes present (colour, name) on the overlay video and window
-    save_labels: Path | None = None
-    panoptic: bool = False
-    save_jsonl: Path | None = None
-    report: Path | None = None
-    show: bool = False
-    max_frames: int | None = None
-    realtime: bool = False
-    warmup: int = 10
-    max_reconnects: int = 5  # a live source that cannot (re)connect gives up after this many more attempts
-    live: bool = False  # a Rich status line on stderr (the CLI sets it when stderr is a terminal)
-
-    def __post_init__(self) -> None:
-        """Raise OptionError (the CLI's exit 2) for a bad or contradictory value; nothing is touched yet."""
-        checks = [
-            (self.smooth in MODES, f"--smooth {self.smooth!r}: choose from {', '.join(MODES)}"),
-            (self.max_frames is None or self.max_frames >= 1, f"--max-frames must be >= 1, got {self.max_frames}"),
-            (0 <= self.alpha < 1, f"--alpha must be in [0, 1), got {self.alpha}"),
-            (self.smooth_width >= 16, f"--smooth-width must be >= 16, got {self.smooth_width}"),
-            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
-            (self.max_reconnects >= 0, f"--reconnects must be >= 0, got {self.max_reconnects}"),
-            (self.backend in BACKENDS, f"--backend {self.backend!r}: choose from {', '.join(BACKENDS)}"),
-            (self.provider in ORT_PROVIDERS, f"--provider {self.provider!r}: choose from {', '.join(ORT_PROVIDERS)}"),
-            (self.precision in ("fp32", "fp16"), f"--precision {self.precision!r}: choose from fp32, fp16"),
-            (not self.panoptic or self.save_labels is not None, "--panoptic writes pan_pred/ + pred.json into the "
-                                                                "--save-labels folder; give --save-labels DIR"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise OptionError(message)
-        parse_device(self.device)
-        if self.input_size is not None and self.input_size != NATIVE:
-            if isinstance(self.input_size, str):
-                raise OptionError(f"--input-size {self.input_size!r}: expected HxW or {NATIVE}")
-            check_hw(self.input_size)
-        check_distinct([("--report", self.report), ("--save-video", self.save_video),
-                        ("--save-jsonl", self.save_jsonl)])
 
 
 # --- the stream -----------------------------------------------------------------------------

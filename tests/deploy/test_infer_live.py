@@ -17,7 +17,7 @@ import pytest
 
 from tests.deploy.test_infer import invoke, moving_frames
 from tests.deploy.test_sources import FakeCapture, _scripted_factory
-from vsda_deploy import sources
+from vsda_deploy import live_source, sources
 from vsda_deploy.infer import InferOptions, InferResult, Stream, run_inference
 from vsda_deploy.sources import open_source
 
@@ -78,7 +78,7 @@ def test_a_lost_stream_is_one_line_and_the_report_is_written(models: tuple[Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     sessions = [FakeCapture(moving_frames(5))]
     monkeypatch.setattr(sources, "open_capture", _scripted_factory(sessions, []))
-    monkeypatch.setattr(sources, "MAX_BACKOFF_S", 0.01)
+    monkeypatch.setattr(live_source, "MAX_BACKOFF_S", 0.01)
     code, output = invoke("camera0", "--model", models[0], "--reconnects", "2", "--report", tmp_path / "r.json")
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert code == 1 and errors == ["error: camera0: stream lost; 2 reconnect attempts failed"], output

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vsda_deploy import sources
-from vsda_deploy.sources import LiveSource, SourceError, open_source, parse_source
+from vsda_deploy import live_source, sources
+from vsda_deploy.live_source import LiveSource
+from vsda_deploy.sources import SourceError, open_source, parse_source
 
 CORRUPT = "corrupt"  # a read that succeeds but decodes to nothing
 FAIL = "fail"  # a read that fails once in the middle of a file
@@ -213,7 +214,7 @@ def test_rtsp_url_selects_the_live_path_with_ffmpeg() -> None:
 
 
 def test_gst_without_gstreamer_names_the_opencv_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
+    monkeypatch.setattr(live_source, "has_gstreamer", lambda: False)
     spec = "gst:nvarguscamerasrc ! appsink"
     build = re.escape(f"this OpenCV build ({cv2.__version__}")
     with pytest.raises(SourceError, match=f"^{re.escape(spec)}: {build}"):
@@ -221,7 +222,7 @@ def test_gst_without_gstreamer_names_the_opencv_build(monkeypatch: pytest.Monkey
 
 
 def test_gst_with_gstreamer_opens_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "has_gstreamer", lambda: True)
+    monkeypatch.setattr(live_source, "has_gstreamer", lambda: True)
     calls: list = []
     factory = _scripted_factory([FakeCapture([])], calls)
     with open_source("gst:videotestsrc ! appsink", capture_factory=factory):
