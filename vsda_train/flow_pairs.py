@@ -73,7 +73,7 @@ def sample_pairs(clips: ScaledClips, universe: ScaledClips | None = None, neighb
     VST's pairs of a sample at frame t are (t, t+o·k) and, with ``both_ways`` (the occlusion
     check), (t+o·k, t), for the frames t+o·k that ``universe`` (every frame; default ``clips``) holds.
     """
-    key, k, neighbours = clips.clips._key, clips.clips.k, tuple(neighbours)
+    key, k, neighbours = clips.clips.frame_key, clips.clips.k, tuple(neighbours)
     frames = _video_frames(universe or clips) if neighbours else {}
     pairs: dict[tuple[str, str], Pair] = {}
     for rec in clips.records:

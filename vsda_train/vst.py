@@ -118,7 +118,7 @@ class FrameWindow:
         return self.items[index]
 
     def key(self, index: int) -> str:
-        return self.clips.clips._key(self.plan.frames[index])
+        return self.clips.clips.frame_key(self.plan.frames[index])
 
     def forget_before(self, index: int) -> None:
         for i in [i for i in self.items if i < index]:

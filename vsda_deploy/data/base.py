@@ -279,9 +279,10 @@ class ClipDataset:
     def pair_keys(self, i: int) -> tuple[str, str]:
         """Return stable keys (paths relative to the dataset root) of frame t and t-k."""
         rec = self._record(i)
-        return self._key(rec.path), self._key(rec.prev_path)
+        return self.frame_key(rec.path), self.frame_key(rec.prev_path)
 
-    def _key(self, path: str) -> str:
+    def frame_key(self, path: str) -> str:
+        """Return the stable key of a frame file: its path relative to the dataset root (flow caches, pseudo labels)."""
         return Path(os.path.relpath(path, self.root)).as_posix()
 
     def frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
