@@ -91,7 +91,7 @@ rehearsal: install
 	$(BIN)/python -m benchmarks rehearsal --root runs/rehearsal --out $(BENCH_OUT)
 
 bench-adaptation: demo
-	$(BIN)/python -m benchmarks.adaptation --seeds 0,1,2 --jobs 2 --set run.threads=1 --out $(BENCH_OUT)/adaptation.json
+	$(BIN)/python -m benchmarks.adaptation --seeds 0,1,2 --jobs 2 --set run.threads=1 --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) runs data/synth .pytest_cache

@@ -1,6 +1,6 @@
 """The adaptation table on the synthetic benchmark: 9 methods x N seeds, mean ± std on target-val.
 
-    python -m benchmarks.adaptation [--config configs/synth_edge.yaml] [--seeds 0,1,2] [--jobs 2] [--out FILE]
+    python -m benchmarks.adaptation [--config configs/synth_edge.yaml] [--seeds 0,1,2] [--jobs 2] [--out DIR]
 
 Rows: source-only, source-only + photometric augmentation, image-level adversarial training
 (per-frame discriminator only), VAT, then from VAT: image-level self-training (no temporal
@@ -15,8 +15,10 @@ advised: ``--set run.threads=1``), a run starting once the run it starts from ha
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
+import socket
 import statistics
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,6 +26,8 @@ from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+from benchmarks.suite import result_stem
 
 ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "mt", "mt_img", "oracle")
 LABELS = {
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each")
     p.add_argument("--runs", default="runs/adaptation", help="folder of the individual runs")
-    p.add_argument("--out", default="benchmarks/results/adaptation.json")
+    p.add_argument("--out", default="benchmarks/results", help="folder for adaptation-<host>-<date>.json and .md")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="config override section.key=value (e.g. run.threads=1), repeatable")
     a = p.parse_args(argv)
@@ -187,10 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     summary = run_benchmark(a.config, seeds, rows, Path(a.runs), a.jobs, overrides=a.overrides)
     summary["config"] = a.config
     summary["overrides"] = a.overrides
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(summary, indent=1))
+    out = Path(a.out) / f"{result_stem('adaptation', socket.gethostname(), dt.date.today().isoformat())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1))
     table = markdown(summary)
-    Path(a.out).with_suffix(".md").write_text(table + "\n")
+    out.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {out} and its .md")
     print(table)
     if "checks" in summary:
         print(json.dumps(summary["checks"], indent=1))

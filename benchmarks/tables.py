@@ -1,8 +1,8 @@
 """Results tables in the docs, written from ``benchmarks/results`` JSON, never by hand.
 
 A Markdown file marks a table with ``<!-- results: NAME -->`` ... ``<!-- /results -->``; NAME is
-``adaptation`` (``benchmarks/results/adaptation.json``) or a suite (the newest
-``benchmarks/results/NAME-*.json``). ``python -m benchmarks tables`` rewrites every marked table
+``adaptation`` (``python -m benchmarks.adaptation``) or a suite; the table comes from the newest
+``benchmarks/results/NAME-<host>-<date>.json``. ``python -m benchmarks tables`` rewrites every marked table
 in README.md and docs/*.md; ``--check`` only says which are out of date (exit 1).
 """
 
@@ -22,14 +22,13 @@ MARKED = re.compile(r"(<!-- results: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- 
 
 def table(name: str, results: Path = RESULTS) -> str:
     """Return the Markdown table of result ``name``, with a line naming its file."""
+    files = sorted(results.glob(f"{name}-*.json"), key=lambda p: p.name[-15:])
+    if not files:
+        raise FileNotFoundError(f"{results}: no {name}-*.json result")
+    path = files[-1]
     if name == "adaptation":
-        path = results / "adaptation.json"
         body = adaptation_markdown(json.loads(path.read_text()))
     else:
-        files = sorted(results.glob(f"{name}-*.json"), key=lambda p: p.name[-15:])
-        if not files:
-            raise FileNotFoundError(f"{results}: no {name}-*.json result")
-        path = files[-1]
         result = load_result(path)
         body = markdown_table(result) + f"\n\nMachine: {result.machine.get('summary', '?')}."
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name

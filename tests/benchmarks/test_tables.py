@@ -18,3 +18,16 @@ def test_marked_tables_are_rewritten_from_the_json(tmp_path) -> None:
 def test_the_committed_documents_are_up_to_date() -> None:
     assert any("<!-- results:" in d.read_text() for d in documents())
     assert update(check=True) == [], "run: python -m benchmarks tables"
+
+
+def test_the_adaptation_table_comes_from_the_newest_run(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    committed = sorted(Path("benchmarks/results").glob("adaptation-*.json"))[-1]
+    summary = json.loads(committed.read_text())
+    (tmp_path / "adaptation-vm-2026-01-01.json").write_text(json.dumps(summary))
+    summary["rows"]["source_only"]["miou"] = [99.25, 99.25, 99.25]
+    (tmp_path / "adaptation-vm-2026-02-01.json").write_text(json.dumps(summary))
+    out = render("<!-- results: adaptation -->\n<!-- /results -->\n", tmp_path)
+    assert "| source-only | 99.2 ± 0.0 |" in out and "adaptation-vm-2026-02-01.json" in out
