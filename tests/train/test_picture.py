@@ -33,3 +33,7 @@ def test_picture_rows_are_frames_and_columns_the_checkpoints(tmp_path: Path) -> 
     tile_h = 22 + round(64 * 384 / 128)  # title bar + a 128x64 frame shown 384 px wide
     assert img.shape[:2] == (2 * (tile_h + 4), 4 * (384 + 4))
     assert CliRunner().invoke(app, ["picture", "nonsense", "--data", "x"]).exit_code == 2
+    missing = tmp_path / "missing.pt"
+    res = CliRunner().invoke(app, ["picture", f"one={missing}", "--data", f"cityscapes-vps:{synth}/target",
+                                   "-o", str(tmp_path / "x.png")])
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1 and str(missing) in res.stderr

@@ -34,7 +34,7 @@ def _finish(run, evaluate: bool) -> None:
             evaluate_run(run)
 
 
-def _guard(fn, *args, **kwargs):
+def guard(fn, *args, **kwargs):
     """Run a phase; vsda's own errors and file-system errors become one line and exit code 1.
 
     Any other exception is a bug: it propagates with its traceback.
@@ -61,9 +61,9 @@ def source(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, nam
 
     sets = [*(sets or []), *(["source.oracle=true"] if oracle else []),
             *([f"source.augment={photometric}"] if photometric else [])]
-    cfg = _guard(_config, config, sets, name, seed, amp, device, "source")
-    run = _guard(train_source, cfg, resume=resume)
-    _guard(_finish, run, evaluate)
+    cfg = guard(_config, config, sets, name, seed, amp, device, "source")
+    run = guard(train_source, cfg, resume=resume)
+    guard(_finish, run, evaluate)
 
 
 def vat(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
@@ -74,9 +74,9 @@ def vat(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: 
     """Phase 1: source loss + video adversarial training (VAT)."""
     from vsda_train.phases import train_vat
 
-    cfg = _guard(_config, config, sets, name, seed, amp, device, "vat")
-    run = _guard(train_vat, cfg, init=str(init) if init else None, resume=resume)
-    _guard(_finish, run, evaluate)
+    cfg = guard(_config, config, sets, name, seed, amp, device, "vat")
+    run = guard(train_vat, cfg, init=str(init) if init else None, resume=resume)
+    guard(_finish, run, evaluate)
 
 
 def vst(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
@@ -89,9 +89,9 @@ def vst(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: 
     from vsda_train.phases import train_vst
 
     sets = list(sets or []) + ([f"vst.rounds={rounds}"] if rounds else [])
-    cfg = _guard(_config, config, sets, name, seed, amp, device, "vst")
-    run = _guard(train_vst, cfg, init=str(init), resume=resume)
-    _guard(_finish, run, evaluate)
+    cfg = guard(_config, config, sets, name, seed, amp, device, "vst")
+    run = guard(train_vst, cfg, init=str(init), resume=resume)
+    guard(_finish, run, evaluate)
 
 
 def adapt(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt,
@@ -109,8 +109,8 @@ def adapt(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt,
     if not order or not set(order) <= set(PHASES):
         typer.secho(f"error: --phases {phases}: a comma-separated list of {', '.join(PHASES)}", fg="red", err=True)
         raise typer.Exit(2)
-    cfg = _guard(_config, config, sets, None, seed, amp, device, None)  # each phase takes its own iters
-    checkpoints = _guard(run_chain, cfg, name, order, init=str(init) if init else None, resume=resume,
+    cfg = guard(_config, config, sets, None, seed, amp, device, None)  # each phase takes its own iters
+    checkpoints = guard(run_chain, cfg, name, order, init=str(init) if init else None, resume=resume,
                          evaluate=evaluate)
     for phase, path in checkpoints.items():
         typer.echo(f"{phase}: {path}")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from vsda_deploy.cityscapes_vps import dump_json
+from vsda_train.cli.phases import guard
 
 
 def report(runs: list[Path] = typer.Argument(..., help="run folders holding eval.json (runs/NAME)"),
@@ -40,7 +41,7 @@ def colour_baseline(
         if not (data / sub).is_dir():
             typer.echo(f"error: {data / sub}: not found; DATA must be a `vsda-train synth` output folder", err=True)
             raise typer.Exit(2)
-    result = run(data, pred_out)
+    result = guard(run, data, pred_out)
     print_table(result, Console())
     if json_out is not None:
         dump_json(json_out, result)
@@ -62,4 +63,4 @@ def picture(
             typer.echo(f"error: {item!r}: expected TITLE=CKPT", err=True)
             raise typer.Exit(2)
         pairs[title] = path
-    typer.echo(f"wrote {write_before_after(pairs, data, out, frames)}")
+    typer.echo(f"wrote {guard(write_before_after, pairs, data, out, frames)}")
