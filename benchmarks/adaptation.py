@@ -41,13 +41,15 @@ LABELS = {
 INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "mt": "vat",
         "mt_img": "vat"}
 SELF_TRAINING = ("image_st", "vat_vst", "mt", "mt_img")
+PHASE = {"source_only": "source", "source_aug": "source", "oracle": "source", "image_adv": "vat", "vat": "vat",
+         "image_st": "vst", "vat_vst": "vst", "mt": "vst", "mt_img": "vst"}  # the phase each row trains
 # the order runs start in: the longest chains (source-only -> VAT -> phase 2) first
 SCHEDULE = ("source_only", "vat", "mt", "vat_vst", "mt_img", "image_st", "image_adv", "source_aug", "oracle")
 
 
 def row_config(row: str, cfg: Any) -> Any:
     """Return the config of ``row``: the base config with the row's method switched on."""
-    if row in ("source_only", "source_aug", "oracle"):
+    if PHASE[row] == "source":
         return replace(cfg, source=replace(cfg.source, oracle=row == "oracle",
                                            augment="strong" if row == "source_aug" else "none"))
     if row == "image_adv":
@@ -59,9 +61,7 @@ def row_config(row: str, cfg: Any) -> Any:
 def _train(row: str, cfg: Any, init: str | None) -> Any:
     from vsda_train.chain import train_phase
 
-    phase = "source" if row in ("source_only", "source_aug", "oracle") else "vat" if row in ("vat", "image_adv") \
-        else "vst"
-    return train_phase(row_config(row, cfg), phase, init=init, resume=True)
+    return train_phase(row_config(row, cfg), PHASE[row], init=init, resume=True)
 
 
 def run_row(row: str, seed: int, base: Any, out_dir: Path) -> dict:

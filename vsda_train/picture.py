@@ -9,11 +9,12 @@ import numpy as np
 
 from vsda_deploy.cityscapes_vps import write_rgb_png
 from vsda_deploy.labels import IGNORE_INDEX, get_label_space
+from vsda_deploy.sinks import overlay as blend_classes
 
 
 def overlay(rgb: np.ndarray, label: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """Return the frame blended with its class colours; void pixels dimmed."""
-    out = (0.35 * rgb + 0.65 * colours[label]).astype(np.uint8)
+    """Return the frame blended with its class colours (``vsda-infer``'s overlay, stronger); void pixels dimmed."""
+    out = blend_classes(rgb, label, np.asarray(colours, np.uint8), alpha=0.65)
     void = label == IGNORE_INDEX
     out[void] = (0.35 * rgb[void]).astype(np.uint8)
     return out
@@ -40,7 +41,7 @@ def before_after(checkpoints: dict[str, str], spec: str, frames: int = 3, split:
     space = get_label_space(next(iter(models.values()))[1])
     clips = build_dataset(spec, split=split, labels=True, label_space=space.name)
     picks = np.linspace(0, len(clips) - 1, frames).round().astype(int)
-    colours = space.palette_array().astype(np.float32)
+    colours = space.palette_array()
     rows = []
     for i in picks:
         sample = clips[int(i)]
