@@ -219,7 +219,7 @@ class _Builder:
         if kind == "bus":
             length = r(10.5, 12.5) * s
             return S.bus(inst, length, 2.5 * s, s), length
-        rider = 0 if parked else self.instance()
+        rider, s = 0 if parked else self.instance(), s * self.lay.two_wheeler_scale
         return S.two_wheeler(kind, inst, rider, s, r(0, 6.3)), (2.1 if kind == "motorcycle" else 1.8) * s
 
     # --- the layout -----------------------------------------------------------------------
@@ -296,9 +296,9 @@ class _Builder:
             if self.rng.uniform() < lay.light_share:
                 arm = -side * self.rng.uniform(2.5, 4.0) if self.rng.uniform() < .35 else 0.0
                 height = self.rng.uniform(3.2, 4.4) + (1.5 if arm else 0)
-                sb = S.traffic_light(height, arm, int(self.rng.integers(3)))
+                sb = S.traffic_light(height, arm, int(self.rng.integers(3)), lay.furniture_scale)
             else:
-                sb = S.traffic_sign(self.rng.uniform(2.0, 2.6), int(self.rng.integers(4)))
+                sb = S.traffic_sign(self.rng.uniform(2.0, 2.6), int(self.rng.integers(4)), lay.furniture_scale)
             self.put(sb, side * (self.road + .25), z, band)
 
     def cyclists(self, side: int) -> None:
@@ -329,7 +329,8 @@ class _Builder:
             fenced, hedged = self.rng.uniform() < lay.fence, self.rng.uniform() < lay.hedge
             for z in np.arange(z0, min(z1, self.z1), 4.0):  # short pieces keep the far-to-near order exact
                 if fenced:
-                    self.put(S.fence(4.0, self.rng.uniform(1.0, 1.3)), side * (self.path_end + .15), z, band)
+                    height = self.rng.uniform(1.0, 1.3) * lay.furniture_scale
+                    self.put(S.fence(4.0, height), side * (self.path_end + .15), z, band)
                 if hedged and lay.verge_width > 1.5:
                     self.put(S.hedge(4.0, 1.2, side), side * (self.verge_end - 1.0), z, band)
         for z in self.along(lay.trees_per_100m):

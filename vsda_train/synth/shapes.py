@@ -237,30 +237,33 @@ def fence(length: float, height: float) -> ShapeBuilder:
     return ShapeBuilder().prism(rect(0, length, 0, height), (-.03, .03), "z", C["fence"])
 
 
-def _light_head(sb: ShapeBuilder, x: float, y0: float, y1: float, z0: float, lit: int) -> None:
-    """Add a light housing from y0 to y1 facing -z at z0, with three lamps, lamp ``lit`` on."""
-    sb.prism(rect(x - .17, x + .17, y0, y1), (z0, z0 + .27), "x", C["traffic light"], 0, METAL)
+def _light_head(sb: ShapeBuilder, x: float, y0: float, y1: float, z0: float, lit: int, size: float) -> None:
+    """Add a light housing from y0 to y1 facing -z at z0, ``size`` times as wide, with three lamps, ``lit`` on."""
+    half, lamp = .17 * size, .1 * size
+    sb.prism(rect(x - half, x + half, y0, y1), (z0, z0 + .27 * size), "x", C["traffic light"], 0, METAL)
     for i in range(3):
         cy = y1 - (i + .5) * (y1 - y0) / 3
         material = LAMP_ON if i == lit else LAMP_OFF
-        sb.prism(ngon(x, cy, .1, 8), (z0 - .02, z0), "x", C["traffic light"], 0, material, sides_only=True)
+        sb.prism(ngon(x, cy, lamp, 8), (z0 - .02, z0), "x", C["traffic light"], 0, material, sides_only=True)
 
 
-def traffic_light(height: float, arm: float, lit: int) -> ShapeBuilder:
-    """Return a pole (void) with a light head facing -z; ``arm`` != 0 adds a mast arm over the road."""
+def traffic_light(height: float, arm: float, lit: int, size: float = 1.0) -> ShapeBuilder:
+    """Return a pole (void) with a light head ``size`` times real size facing -z; ``arm`` != 0 adds a mast arm."""
     sb = ShapeBuilder().prism(rect(-.07, .07, 0, height), (-.07, .07), "x", VOID, 0, METAL)
-    _light_head(sb, 0.0, height - 1.3, height - .35, -.35, lit)
+    _light_head(sb, 0.0, height - .35 - .95 * size, height - .35, -.35, lit, size)
     if arm:
         x0, x1 = sorted((0.0, arm))
         sb.prism(rect(x0, x1, height - .12, height), (-.05, .05), "x", VOID, 0, METAL)
-        _light_head(sb, arm, height - 1.05, height - .12, -.3, lit)
+        _light_head(sb, arm, height - .12 - .93 * size, height - .12, -.3, lit, size)
     return sb
 
 
-def traffic_sign(height: float, kind: int) -> ShapeBuilder:
-    """Return a pole (void) with a sign plate facing -z (disc, triangle, square, diamond) and its inlay."""
+def traffic_sign(height: float, kind: int, size: float = 1.0) -> ShapeBuilder:
+    """Return a pole (void) with a sign plate ``size`` times real size facing -z (disc, triangle, square,
+    diamond) and its inlay."""
     sb = ShapeBuilder().prism(rect(-.05, .05, 0, height), (-.05, .05), "x", VOID, 0, METAL)
-    r, cy = .38, height + .1
+    r = .38 * size
+    cy = height + r - .28
     diamond = np.array([[0, -1.2], [1.2, 0], [0, 1.2], [-1.2, 0]])
     unit = [ngon(0, 0, 1, 12), ngon(0, 0, 1.2, 3), rect(-1, 1, -1, 1), diamond][kind]
     sb.prism(unit * r + [0, cy], (-.1, -.07), "x", C["traffic sign"])
