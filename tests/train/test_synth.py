@@ -344,3 +344,47 @@ def test_source_frames_can_have_their_own_size(tmp_path) -> None:
     tgt = cv2.imread(str(next((tmp_path / "leftImg8bit_sequence").rglob("*.png"))))
     assert src.shape[:2] == (68, 120) and tgt.shape[:2] == (64, 128)
     assert cv2.imread(str(tmp_path / "contact_sheet.png")).shape[1] == 4 * (512 + 4)
+
+
+def _extent(shape: S.Shape, cls: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (min, max) xyz corners of the faces of class ``cls``."""
+    face = np.repeat(np.arange(shape.num_faces), np.diff(shape.starts))
+    verts = shape.verts[shape.cls[face] == cls]
+    return verts.min(0), verts.max(0)
+
+
+def test_furniture_scale_sizes_light_heads_and_sign_plates() -> None:
+    """A light head is 0.34 m wide and 0.95 m tall ending 0.35 m below the pole top; a square plate
+    is 0.76 m wide with its lower edge 0.28 m below the pole top. ``size`` multiplies both."""
+    light, sign = VIPER15.classes.index("traffic light"), VIPER15.classes.index("traffic sign")
+    for size in (1.0, 2.0):
+        lo, hi = _extent(S.traffic_light(4.0, 0.0, 0, size).build(), light)
+        np.testing.assert_allclose([hi[0] - lo[0], hi[1] - lo[1], hi[1]], [.34 * size, .95 * size, 3.65])
+        lo, hi = _extent(S.traffic_sign(2.4, 2, size).build(), sign)
+        np.testing.assert_allclose([hi[0] - lo[0], lo[1], hi[1]], [.76 * size, 2.12, 2.12 + .76 * size], atol=1e-9)
+
+
+def test_layout_scales_reach_the_scene() -> None:
+    """A street of real-size furniture and two-wheelers next to one at 2x: the same draws, twice as tall."""
+    from dataclasses import replace
+
+    from vsda_train.synth.config import Layout
+    from vsda_train.synth.scene import build_street
+
+    def heights(layout: Layout) -> dict[int, float]:
+        street = build_street(layout, np.random.default_rng(7), frames=5, width=64)
+        out: dict[int, float] = {}
+        for obj in street.objects:
+            if obj.shape is None:
+                continue
+            for cls in (VIPER15.classes.index("traffic sign"), VIPER15.classes.index("bicycle")):
+                if (obj.shape.cls == cls).any():
+                    lo, hi = _extent(obj.shape, cls)
+                    out.setdefault(cls, float(hi[1] - lo[1]))
+        return out
+
+    real = heights(replace(Layout(), furniture_scale=1.0, two_wheeler_scale=1.0))
+    big = heights(replace(Layout(), furniture_scale=2.0, two_wheeler_scale=2.0))
+    assert real.keys() == big.keys() and len(real) == 2
+    for cls in real:
+        assert big[cls] == pytest.approx(2 * real[cls])

@@ -1,0 +1,109 @@
+"""What the adaptation table must show: its goals, each met or missed with the measured number.
+
+Two reference figures go with them, both measured on the benchmark's target-val:
+
+* the panoptic ceiling: VPQ of the ground-truth semantics themselves through vsda's panoptic step
+  (things split into connected components, linked by flow), the most a semantic model can score;
+* the colour check: pixel accuracy of a per-pixel colour classifier fitted on target labels minus
+  one fitted on source labels (``vsda-train colour-baseline``): colour alone must not close the gap.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+# the self-training rows and their image-level twins (video row -> image row)
+TWINS = {"vat_vst": "image_st", "mt": "mt_img"}
+PHASE2 = ("image_st", "vat_vst", "mt", "mt_img")
+
+
+def panoptic_ceiling(gt_root: str | Path, label_space: str = "viper15") -> dict[str, float]:
+    """Return VPQ (all / things / stuff, percent) of the ground-truth semantics of the val split
+    through the panoptic step, linking the labelled frames only."""
+    from vsda_deploy.evaluation import evaluate_folder, list_gt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for video in list_gt(gt_root, "val", label_space).values():
+            for frame in video:
+                semantic, _ = frame.read()
+                if not cv2.imwrite(str(Path(tmp) / frame.image.name), semantic):
+                    raise OSError(f"{tmp}: cannot write {frame.image.name}")
+        result = evaluate_folder(tmp, gt_root, "val", label_space=label_space).to_json()
+    return {k: result[k] for k in ("vpq", "vpq_things", "vpq_stuff")}
+
+
+def colour_gap(data: str | Path) -> float:
+    """Return the colour check of a synthetic benchmark: target-fitted minus source-fitted pixel accuracy."""
+    from vsda_train.synth import colour_baseline
+
+    return float(colour_baseline.run(Path(data))["gap_pixel_accuracy"])
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _goal(goal: str, target: str, measured: str, met: bool) -> dict[str, Any]:
+    return {"goal": goal, "target": target, "measured": measured, "met": bool(met)}
+
+
+def assess(summary: dict) -> list[dict[str, Any]]:
+    """Return the goals of the table, each ``{goal, target, measured, met}``, from a summary's rows
+    and checks (rows missing from the summary leave their goals out)."""
+    rows, checks = summary["rows"], summary.get("checks", {})
+    miou = {r: _mean(v["miou"]) for r, v in rows.items()}
+    goals = []
+    if "oracle" in rows:
+        oracle = rows["oracle"]
+        goals.append(_goal("oracle mIoU", ">= 50", f"{miou['oracle']:.1f}", miou["oracle"] >= 50))
+        per_class = {c: _mean([seed[c] for seed in oracle["iou"]]) for c in oracle["iou"][0]}
+        worst = min(per_class, key=per_class.get)
+        goals.append(_goal("every class's oracle IoU", ">= 10", f"{per_class[worst]:.1f} ({worst})",
+                           per_class[worst] >= 10))
+        things = _mean(oracle["vpq_things"])
+        ceiling = checks.get("panoptic_ceiling", {}).get("vpq_things")
+        note = f" (ceiling {ceiling:.1f})" if ceiling is not None else ""
+        goals.append(_goal("oracle VPQ-things", ">= 20", f"{things:.1f}{note}", things >= 20))
+        if "source_only" in rows:
+            gap = miou["oracle"] - miou["source_only"]
+            goals.append(_goal("source-only under the oracle", ">= 20 points", f"{gap:.1f}", gap >= 20))
+    if "colour_gap" in checks:
+        goals.append(_goal("colour check (pixel accuracy gap)", ">= 20 points", f"{checks['colour_gap']:.1f}",
+                           checks["colour_gap"] >= 20))
+    spread = {r: _std(v["miou"]) for r, v in rows.items()}
+    if len(summary["seeds"]) > 1:
+        widest = max(spread, key=spread.get)
+        goals.append(_goal("std of every row", "<= 2 mIoU", f"{spread[widest]:.1f} ({widest})", spread[widest] <= 2))
+    adapted = [r for r in PHASE2 if r in rows]
+    if adapted and {"source_only", "oracle"} <= set(rows):
+        best = max(adapted, key=miou.get)
+        closed = (miou[best] - miou["source_only"]) / (miou["oracle"] - miou["source_only"])
+        goals.append(_goal("best phase 2 closes the gap", ">= 70 %", f"{100 * closed:.0f} % ({best})", closed >= .7))
+    for video, image in TWINS.items():
+        if {video, image} <= set(rows):
+            lead, noise = miou[video] - miou[image], max(spread[video], spread[image])
+            goals.append(_goal(f"{video} beats its image twin {image}", "> seed std",
+                               f"{lead:+.1f} vs std {noise:.1f}", lead > noise))
+    if "vat" in rows and adapted:
+        best = max(adapted, key=miou.get)
+        d_miou = miou[best] - miou["vat"]
+        d_things = _mean(rows[best]["vpq_things"]) - _mean(rows["vat"]["vpq_things"])
+        goals.append(_goal("VPQ-things moves with mIoU (best phase 2 vs VAT)", "same sign",
+                           f"mIoU {d_miou:+.1f}, VPQ-things {d_things:+.1f}", d_miou * d_things > 0))
+    return goals
+
+
+def markdown(goals: list[dict[str, Any]]) -> str:
+    """Return the goals as a Markdown table."""
+    lines = ["| goal | target | measured | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | {'met' if g['met'] else 'missed'} |" for g in goals]
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""The adaptation table's goals (issue: every class learnable, phase 2 beats its image twin) and references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import evidence
+from benchmarks.adaptation import markdown
+from tests.helpers import tiny_synth
+
+CLASSES = ("road", "sky", "bicycle")
+
+
+def _row(miou: list[float], things: list[float] | None = None, iou: dict[str, float] | None = None) -> dict:
+    per_class = iou or dict.fromkeys(CLASSES, 50.0)
+    return {"miou": miou, "vpq": miou, "vpq_things": things or [1.0] * len(miou), "vpq_stuff": miou,
+            "tc": miou, "iou": [dict(per_class) for _ in miou]}
+
+
+def _summary() -> dict:
+    return {"seeds": [0, 1], "checks": {"panoptic_ceiling": {"vpq": 80.0, "vpq_things": 55.5, "vpq_stuff": 100.0},
+                                        "colour_gap": 29.2},
+            "rows": {"source_only": _row([10.0, 12.0]), "vat": _row([20.0, 20.0], [2.0, 2.0]),
+                     "image_st": _row([22.0, 24.0], [3.0, 3.0]), "vat_vst": _row([25.0, 25.0], [4.0, 4.0]),
+                     "oracle": _row([50.0, 52.0], [21.0, 19.0], {"road": 90.0, "sky": 80.0, "bicycle": 9.0})}}
+
+
+def test_goals_from_hand_computed_rows() -> None:
+    goals = {g["goal"]: g for g in evidence.assess(_summary())}
+    assert goals["oracle mIoU"]["measured"] == "51.0" and goals["oracle mIoU"]["met"]
+    assert goals["every class's oracle IoU"]["measured"] == "9.0 (bicycle)"
+    assert not goals["every class's oracle IoU"]["met"]
+    assert goals["oracle VPQ-things"]["measured"] == "20.0 (ceiling 55.5)" and goals["oracle VPQ-things"]["met"]
+    assert goals["source-only under the oracle"]["measured"] == "40.0"  # 51 - 11
+    assert goals["colour check (pixel accuracy gap)"]["met"]
+    # std of [10, 12] = [22, 24] = [50, 52] = sqrt(2) = 1.41: the widest is the first in row order
+    assert goals["std of every row"]["measured"] == "1.4 (source_only)" and goals["std of every row"]["met"]
+    # VST 25 of a gap 11 -> 51: (25 - 11) / 40 = 35 %
+    assert goals["best phase 2 closes the gap"]["measured"] == "35 % (vat_vst)"
+    assert not goals["best phase 2 closes the gap"]["met"]
+    # 25 - 23 = +2.0 against the image row's std 1.4
+    twin = goals["vat_vst beats its image twin image_st"]
+    assert twin["measured"] == "+2.0 vs std 1.4" and twin["met"]
+    moves = goals["VPQ-things moves with mIoU (best phase 2 vs VAT)"]
+    assert moves["measured"] == "mIoU +5.0, VPQ-things +2.0" and moves["met"]
+    assert "mt beats its image twin mt_img" not in goals  # rows not run leave their goals out
+
+
+def test_a_lead_inside_the_noise_is_missed() -> None:
+    summary = _summary()
+    summary["rows"]["image_st"] = _row([21.0, 27.0])  # mean 24, std 4.2
+    goals = {g["goal"]: g for g in evidence.assess(summary)}
+    assert not goals["vat_vst beats its image twin image_st"]["met"]
+    assert goals["std of every row"]["measured"] == "4.2 (image_st)"
+
+
+def test_the_table_marks_each_goal_and_states_the_ceiling() -> None:
+    summary = _summary()
+    summary["goals"] = evidence.assess(summary)
+    text = markdown(summary)
+    assert "| oracle mIoU | >= 50 | 51.0 | met |" in text
+    assert "| every class's oracle IoU | >= 10 | 9.0 (bicycle) | missed |" in text
+    assert "VPQ 80.0 (things 55.5, stuff 100.0)" in text
+
+
+@pytest.mark.slow
+def test_panoptic_ceiling_of_ground_truth(tmp_path: Path) -> None:
+    """Ground truth against itself: stuff segments are the classes, so stuff scores exactly 100;
+    things lose only where touching instances form one connected component."""
+    root = tiny_synth(tmp_path / "synth", frames=10, source_clips=1, target_train_clips=1, target_val_clips=2)
+    ceiling = evidence.panoptic_ceiling(root / "target")
+    assert ceiling["vpq_stuff"] == pytest.approx(100.0)
+    assert 0.0 < ceiling["vpq_things"] <= 100.0
