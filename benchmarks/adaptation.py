@@ -1,11 +1,12 @@
-"""The adaptation table on the synthetic benchmark: 9 methods x N seeds, mean ± std on target-val.
+"""The adaptation table on the synthetic benchmark: 10 methods x N seeds, mean ± std on target-val.
 
     python -m benchmarks.adaptation [--config configs/synth_edge.yaml] [--seeds 0,1,2] [--jobs 2] [--out DIR]
 
 Rows: source-only, source-only + photometric augmentation, image-level adversarial training
 (per-frame discriminator only), VAT, then from VAT: image-level self-training (no temporal
-filter), VST (the seed's video self-training), the mean-teacher phase 2 (``vst.teacher: ema``) and
-its image-level twin (no temporal filter), and the target oracle. Every run is the *last*
+filter), VST (the seed's video self-training), the mean-teacher phase 2 (``vst.teacher: ema``), its
+cross-frame variant (``vst.pseudo_from: previous``, as TPS labels), their image-level twin (no
+temporal filter), and the target oracle. Every run is the *last*
 checkpoint of its schedule (no model selection on target labels). Runs already finished
 (``eval.json`` present) are reused, so an interrupted benchmark continues where it stopped. With
 ``--jobs N`` up to N runs train at once, each in its own process (one torch thread each is
@@ -30,22 +31,24 @@ from typing import Any
 from benchmarks import evidence
 from benchmarks.suite import result_stem
 
-ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "mt", "mt_img", "oracle")
+ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "mt", "mt_tps", "mt_img", "oracle")
 LABELS = {
     "source_only": "source-only", "source_aug": "source-only + photometric aug.",
     "image_adv": "image-level adversarial (per-frame D)", "vat": "VAT (video adversarial)",
     "image_st": "VAT + image-level self-training", "vat_vst": "VAT + VST (the seed's video self-training)",
-    "mt": "VAT + mean teacher, filtered by time", "mt_img": "VAT + mean teacher, image-level twin",
+    "mt": "VAT + mean teacher, filtered by time", "mt_tps": "VAT + mean teacher, cross-frame labels (TPS)",
+    "mt_img": "VAT + mean teacher, image-level twin",
     "oracle": "target oracle (target labels)",
 }
 # what each row starts from
 INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "mt": "vat",
-        "mt_img": "vat"}
-SELF_TRAINING = ("image_st", "vat_vst", "mt", "mt_img")
+        "mt_tps": "vat", "mt_img": "vat"}
+SELF_TRAINING = ("image_st", "vat_vst", "mt", "mt_tps", "mt_img")
 PHASE = {"source_only": "source", "source_aug": "source", "oracle": "source", "image_adv": "vat", "vat": "vat",
-         "image_st": "vst", "vat_vst": "vst", "mt": "vst", "mt_img": "vst"}  # the phase each row trains
+         "image_st": "vst", "vat_vst": "vst", "mt": "vst", "mt_tps": "vst", "mt_img": "vst"}  # each row's phase
 # the order runs start in: the longest chains (source-only -> VAT -> phase 2) first
-SCHEDULE = ("source_only", "vat", "mt", "vat_vst", "mt_img", "image_st", "image_adv", "source_aug", "oracle")
+SCHEDULE = ("source_only", "vat", "mt", "mt_tps", "vat_vst", "mt_img", "image_st", "image_adv", "source_aug",
+            "oracle")
 
 
 def row_config(row: str, cfg: Any) -> Any:
@@ -55,8 +58,9 @@ def row_config(row: str, cfg: Any) -> Any:
                                            augment="strong" if row == "source_aug" else "none"))
     if row == "image_adv":
         return replace(cfg, vat=replace(cfg.vat, video_disc=False, image_disc=True))
-    teacher = "ema" if row in ("mt", "mt_img") else "offline"
-    return replace(cfg, vst=replace(cfg.vst, teacher=teacher, temporal_filter=row not in ("image_st", "mt_img")))
+    teacher = "ema" if row in ("mt", "mt_tps", "mt_img") else "offline"
+    return replace(cfg, vst=replace(cfg.vst, teacher=teacher, temporal_filter=row not in ("image_st", "mt_img"),
+                                    pseudo_from="previous" if row == "mt_tps" else "current"))
 
 
 def _train(row: str, cfg: Any, init: str | None) -> Any:

@@ -18,8 +18,8 @@ from typing import Any
 import cv2
 
 # the self-training rows and their image-level twins (video row -> image row)
-TWINS = {"vat_vst": "image_st", "mt": "mt_img"}
-PHASE2 = ("image_st", "vat_vst", "mt", "mt_img")
+TWINS = {"vat_vst": "image_st", "mt": "mt_img", "mt_tps": "mt_img"}
+PHASE2 = ("image_st", "vat_vst", "mt", "mt_tps", "mt_img")
 
 
 def panoptic_ceiling(gt_root: str | Path, label_space: str = "viper15") -> dict[str, float]:

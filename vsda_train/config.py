@@ -188,10 +188,14 @@ class VSTConfig:
     mix: str = "class"  # ema: none | class (ClassMix of target frames across clips)
     source_weight: float = 1.0  # ema: weight of the source cross-entropy trained alongside
     threshold_decay: float = 0.99  # ema: decay of the running confidence histogram per step
+    pseudo_from: str = "current"  # ema: current (the teacher labels frame t; temporal_filter checks it against
+    #                               t-k) | previous (frame t-k's labels warped to t by the flow, occluded
+    #                               pixels ignored: TPS's cross-frame pseudo labels)
 
     def __post_init__(self) -> None:
         _choice("vst.teacher", self.teacher, ("offline", "ema"))
         _choice("vst.mix", self.mix, ("none", "class"))
+        _choice("vst.pseudo_from", self.pseudo_from, ("current", "previous"))
         if not 0 <= self.ema_momentum < 1:
             raise ConfigError(f"vst.ema_momentum: expected a value in [0, 1), got {self.ema_momentum}")
         if not self.tta_scales or any(s <= 0 for s in self.tta_scales):

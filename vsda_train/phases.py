@@ -125,7 +125,8 @@ def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
     run.thresholds = RunningThresholds(num_classes_of(cfg), cfg.vst.class_top_fraction, cfg.vst.threshold_decay)
     prepare_out(run, resume)
     src = clip_stream(run, "source", cfg.vat.source_augment, True, False, 0)
-    tgt = clip_stream(run, "target", cfg.vst.augment, False, cfg.vst.temporal_filter, 2, teacher_view=True)
+    with_flow = cfg.vst.temporal_filter or cfg.vst.pseudo_from == "previous"
+    tgt = clip_stream(run, "target", cfg.vst.augment, False, with_flow, 2, teacher_view=True)
     train_loop(run, mean_teacher_step, [src, tgt], cfg.optim.iters, desc="vst (mean teacher)",
                on_checkpoint=on_checkpoint)
     if cfg.data.oracle and not (run.out / "pseudo" / "teacher" / "stats.json").is_file():

@@ -24,7 +24,7 @@ from vsda_train import engine
 from vsda_train.config import ConfigError
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
-from vsda_train.teacher import class_mix, consistent_labels, select
+from vsda_train.teacher import class_mix, consistent_labels, cross_frame_labels, select
 
 SOURCE, TARGET = 1.0, 0.0  # the discriminators' domain labels
 DISC_INPUTS = {"video": ("main", 2), "image": ("main", 1), "video_aux": ("aux", 2)}  # level, context parts
@@ -102,13 +102,7 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
 def teacher_labels(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """Return ``(pseudo labels, student frames)`` of a target batch: teacher labels, filtered, mixed."""
     vst = run.cfg.vst
-    probs = run.teacher.probs(tgt["frame_clean"])
-    if vst.temporal_filter:
-        label, consistent, level = consistent_labels(probs, run.teacher.probs(tgt["prev_clean"]), tgt["flow"],
-                                                     tgt["flow_fw"], vst.occlusion_check)
-    else:
-        label, level = probs.argmax(1), torch.round(probs.max(1).values * 255).to(torch.uint8)
-        consistent = label
+    label, consistent, level = _teacher_view(run, tgt)
     thresholds = run.thresholds.update(level, consistent if vst.time_first else label)
     kept = select(consistent, level, thresholds)
     if vst.mix == "none":
@@ -117,6 +111,21 @@ def teacher_labels(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(run.cfg.run.seed * 1_000_003 + run.it * 7919 + rank)
     frames, kept = class_mix(tgt["frame"], kept, label, generator)
     return kept, frames
+
+
+def _teacher_view(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Return the teacher's ``(label, time-filtered label, uint8 confidence)`` of frame t."""
+    vst, teacher = run.cfg.vst, run.teacher
+    if vst.pseudo_from == "previous":
+        label, level = cross_frame_labels(teacher.probs(tgt["prev_clean"]), tgt["flow"], tgt["flow_fw"],
+                                          vst.occlusion_check)
+        return label, label, level
+    probs = teacher.probs(tgt["frame_clean"])
+    if vst.temporal_filter:
+        return consistent_labels(probs, teacher.probs(tgt["prev_clean"]), tgt["flow"], tgt["flow_fw"],
+                                 vst.occlusion_check)
+    label = probs.argmax(1)
+    return label, label, torch.round(probs.max(1).values * 255).to(torch.uint8)
 
 
 def _trained(run: Run) -> list[nn.Parameter]:

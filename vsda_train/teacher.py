@@ -12,7 +12,9 @@ clips (frame t and t-k). Its labels are filtered as the offline VST filters them
 The student learns from strongly augmented target frames mixed across clips (ClassMix, as DACS
 mixes domains): half of the classes of one clip's frame, cut out by the teacher's labels, are
 pasted onto another clip's frame, labels with them. With ``vst.temporal_filter: false`` the same
-phase works frame by frame: its image-level twin.
+phase works frame by frame: its image-level twin. With ``vst.pseudo_from: previous`` the labels of
+frame t are the teacher's labels of frame t-k carried to t by the flow (TPS's cross-frame pseudo
+labels), so the student learns frame t from what the teacher saw in another frame.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ def consistent_labels(probs_t: Tensor, probs_prev: Tensor, flow_bw: Tensor, flow
     return label, consistent, level
 
 
+def cross_frame_labels(probs_prev: Tensor, flow_bw: Tensor, flow_fw: Tensor,
+                       occlusion_check: bool = True) -> tuple[Tensor, Tensor]:
+    """Return ``(label, level)`` of frame t (N, H, W) from the teacher's softmax on frame t-k (TPS).
+
+    The probabilities of t-k are warped to t by the backward flow; pixels whose source is out of
+    view, or occluded by the forward-backward check, get no label (255).
+    """
+    warped, visible = warp(probs_prev, flow_bw)
+    if occlusion_check:
+        visible = visible & ~occlusion_mask_torch(flow_fw=flow_fw, flow_bw=flow_bw)
+    conf, label = warped.max(1)
+    label = label.masked_fill(~visible[:, 0], IGNORE_INDEX)
+    return label, torch.round(conf.clamp(0, 1) * (LEVELS - 1)).to(torch.uint8)
+
+
 class RunningThresholds:
     """Class-balanced thresholds from a decaying histogram of the teacher's confidences."""
 
@@ -124,4 +141,4 @@ def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: tor
     return mixed, torch.where(mask, labels[partner], labels)
 
 
-__all__ = ["EMATeacher", "RunningThresholds", "class_mix", "consistent_labels", "select"]
+__all__ = ["EMATeacher", "RunningThresholds", "class_mix", "consistent_labels", "cross_frame_labels", "select"]

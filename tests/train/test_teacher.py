@@ -13,7 +13,8 @@ import torch
 from tests.helpers import one_torch_thread, tiny_synth  # noqa: F401 (fixture)
 from tests.train.test_phases import RUNNER, read_log, run_cli, write_config
 from vsda_train.checkpoint import load_checkpoint
-from vsda_train.teacher import EMATeacher, RunningThresholds, class_mix, consistent_labels, select
+from vsda_train.teacher import (EMATeacher, RunningThresholds, class_mix, consistent_labels, cross_frame_labels,
+                                select)
 
 
 def test_consistent_labels_warp_the_previous_label_and_let_occluded_pixels_abstain() -> None:
@@ -31,6 +32,23 @@ def test_consistent_labels_warp_the_previous_label_and_let_occluded_pixels_absta
     assert consistent.tolist() == [[[2, 0, 0, 1, 1, 255]]] and (level == 255).all()
     fw[..., 4] = -5.0  # pixel 5 (seen at 4 in t-1) fails the forward-backward check: it keeps its label
     assert consistent_labels(probs(cur), probs(prev), bw, fw)[1].tolist() == [[[2, 0, 0, 1, 1, 0]]]
+
+
+def test_cross_frame_labels_carry_the_previous_frame_to_t() -> None:
+    """TPS's cross-frame pseudo labels: frame t is labelled by the teacher's view of t-1, moved by the flow."""
+    prev = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    probs = 0.8 * torch.nn.functional.one_hot(prev, 3).permute(2, 0, 1)[None].float() + 0.2 / 3
+    bw = torch.zeros(1, 2, 1, 6)
+    bw[:, 0] = -1.0  # content moves right by 1 px: pixel x of t was at x - 1 in t-1
+    fw = torch.zeros(1, 2, 1, 6)
+    fw[:, 0] = 1.0
+    label, level = cross_frame_labels(probs, bw, fw)
+    # pixel 0's source is out of view: no label; the others take t-1's label one pixel to the left
+    assert label.tolist() == [[[255, 0, 0, 1, 1, 2]]]
+    assert level[0, 0, 1:].tolist() == [round((0.8 + 0.2 / 3) * 255)] * 5
+    fw[..., 3] = 4.0  # pixel 4 (seen at 3 in t-1) fails the forward-backward check: occluded, no label
+    assert cross_frame_labels(probs, bw, fw)[0].tolist() == [[[255, 0, 0, 1, 255, 2]]]
+    assert cross_frame_labels(probs, bw, fw, occlusion_check=False)[0].tolist() == [[[255, 0, 0, 1, 1, 2]]]
 
 
 def test_running_thresholds_and_select() -> None:
@@ -66,12 +84,14 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=6)
 
 
-def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pseudo_from", ["current", "previous"])
+def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str) -> None:
     src_cfg = write_config(tmp_path / "src.yaml", synth, tmp_path / "runs", optim={"iters": 1})
     assert run_cli("vsda-train", "source", "-c", str(src_cfg), "--no-eval", "--name", "src").returncode == 0
     init = str(tmp_path / "runs" / "src" / "last.pt")
     cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", optim={"iters": 4},
-                       vst={"teacher": "ema", "class_top_fraction": 0.8}, run={"ckpt_every": 2})
+                       vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from},
+                       run={"ckpt_every": 2})
     full = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "full", "--init", init)
     assert full.returncode == 0, full.stderr
     rows = read_log(tmp_path / "runs" / "full" / "log.csv")
