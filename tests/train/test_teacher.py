@@ -13,8 +13,7 @@ import torch
 from tests.helpers import one_torch_thread, tiny_synth  # noqa: F401 (fixture)
 from tests.train.test_phases import RUNNER, read_log, run_cli, write_config
 from vsda_train.checkpoint import load_checkpoint
-from vsda_train.teacher import (EMATeacher, RunningThresholds, class_mix, consistent_labels, cross_frame_labels,
-                                select)
+from vsda_train.teacher import EMATeacher, RunningThresholds, class_mix, consistent_labels, cross_frame_labels, select
 
 
 def test_consistent_labels_warp_the_previous_label_and_let_occluded_pixels_abstain() -> None:
