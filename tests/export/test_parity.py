@@ -122,10 +122,11 @@ def test_parity_runs_the_deployment_backends(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny synthetic benchmark whose val split is labelled on every frame."""
+    """A tiny synthetic benchmark whose val split is labelled on every frame; INT8 calibrates on the
+    train split, one frame per clip."""
     out = tmp_path_factory.mktemp("bench") / "synth"
     generate(out, SynthConfig(width=SIZE[1], height=SIZE[0], source_clips=1, source_val_clips=0,
-                              target_train_clips=1, target_val_clips=2, frames=10, label_every=1))
+                              target_train_clips=4, target_val_clips=2, frames=10, label_every=1))
     return out
 
 
