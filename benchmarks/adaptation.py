@@ -161,11 +161,21 @@ def _task(row: str, seed: int, config: str, overrides: list[str], out_dir: str) 
     return run_row(row, seed, load_config(config, overrides), Path(out_dir))
 
 
+def runs_needed(rows: list[str], seeds: list[int]) -> set[tuple[str, int]]:
+    """Return every ``(row, seed)`` to train: the rows asked for and the whole chain each starts from."""
+    needed: set[tuple[str, int]] = set()
+    for row in rows:
+        step: str | None = row
+        while step is not None:
+            needed |= {(step, s) for s in seeds}
+            step = INIT.get(step)
+    return needed
+
+
 def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path, jobs: int = 1,
                   log: Callable[[str], None] = print, overrides: list[str] | None = None) -> dict:
     """Train every (row, seed) and its inits, ``jobs`` at a time; return the summary."""
-    needed = {(r, s) for s in seeds for r in rows}
-    needed |= {(INIT[r], s) for r, s in list(needed) if r in INIT}
+    needed = runs_needed(rows, seeds)
     done: dict[tuple[str, int], dict] = {}
     running: dict[Future, tuple[str, int]] = {}
     with ProcessPoolExecutor(max(1, jobs), mp_context=get_context("spawn")) as pool:
@@ -175,6 +185,8 @@ def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
                      and (t[0] not in INIT or (INIT[t[0]], t[1]) in done)]
             for row, seed in ready[: max(1, jobs) - len(running)]:
                 running[pool.submit(_task, row, seed, config, list(overrides or []), str(out_dir))] = (row, seed)
+            if not running:  # nothing can start: a run's init is not among the runs needed
+                raise RuntimeError(f"adaptation: no run can start; waiting for {sorted(set(needed) - set(done))}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 key = running.pop(future)
