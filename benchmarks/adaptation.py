@@ -43,7 +43,6 @@ LABELS = {
 # what each row starts from
 INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "mt": "vat",
         "mt_tps": "vat", "mt_img": "vat"}
-SELF_TRAINING = ("image_st", "vat_vst", "mt", "mt_tps", "mt_img")
 PHASE = {"source_only": "source", "source_aug": "source", "oracle": "source", "image_adv": "vat", "vat": "vat",
          "image_st": "vst", "vat_vst": "vst", "mt": "vst", "mt_tps": "vst", "mt_img": "vst"}  # each row's phase
 # the order runs start in: the longest chains (source-only -> VAT -> phase 2) first
@@ -89,10 +88,6 @@ def run_row(row: str, seed: int, base: Any, out_dir: Path) -> dict:
     return result
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarise(results: dict[str, list[dict]], seeds: list[int]) -> dict:
     """Return the benchmark JSON: per row the per-seed scores (+ pseudo-label figures) and the checks."""
     rows = {}
@@ -104,7 +99,7 @@ def summarise(results: dict[str, list[dict]], seeds: list[int]) -> dict:
                 entry[f"pseudo_{k}"] = [r["pseudo_labels"][k] for r in per_seed]
         rows[row] = entry
     out: dict[str, Any] = {"rows": rows, "seeds": seeds}
-    mean = {row: _mean_std(r["miou"])[0] for row, r in rows.items() if r["miou"]}
+    mean = {row: evidence.mean_std(r["miou"])[0] for row, r in rows.items() if r["miou"]}
     if {"source_only", "oracle"} <= set(mean):
         so, gap = mean["source_only"], mean["oracle"] - mean["source_only"]
         out["checks"] = {"oracle_minus_source": gap,
@@ -116,7 +111,7 @@ def summarise(results: dict[str, list[dict]], seeds: list[int]) -> dict:
 def _fmt(vals: list) -> str:
     if not vals or any(v is None for v in vals):
         return "-"
-    return "{:.1f} ± {:.1f}".format(*_mean_std(vals))
+    return "{:.1f} ± {:.1f}".format(*evidence.mean_std(vals))
 
 
 def markdown(summary: dict) -> str:

@@ -44,12 +44,9 @@ def colour_gap(data: str | Path) -> float:
     return float(colour_baseline.run(Path(data))["gap_pixel_accuracy"])
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values)
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Return the mean and the sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _goal(goal: str, target: str, measured: str, met: bool) -> dict[str, Any]:
@@ -60,16 +57,16 @@ def assess(summary: dict) -> list[dict[str, Any]]:
     """Return the goals of the table, each ``{goal, target, measured, met}``, from a summary's rows
     and checks (rows missing from the summary leave their goals out)."""
     rows, checks = summary["rows"], summary.get("checks", {})
-    miou = {r: _mean(v["miou"]) for r, v in rows.items()}
+    miou = {r: statistics.fmean(v["miou"]) for r, v in rows.items()}
     goals = []
     if "oracle" in rows:
         oracle = rows["oracle"]
         goals.append(_goal("oracle mIoU", ">= 50", f"{miou['oracle']:.1f}", miou["oracle"] >= 50))
-        per_class = {c: _mean([seed[c] for seed in oracle["iou"]]) for c in oracle["iou"][0]}
+        per_class = {c: statistics.fmean([seed[c] for seed in oracle["iou"]]) for c in oracle["iou"][0]}
         worst = min(per_class, key=per_class.get)
         goals.append(_goal("every class's oracle IoU", ">= 10", f"{per_class[worst]:.1f} ({worst})",
                            per_class[worst] >= 10))
-        things = _mean(oracle["vpq_things"])
+        things = statistics.fmean(oracle["vpq_things"])
         ceiling = checks.get("panoptic_ceiling", {}).get("vpq_things")
         note = f" (ceiling {ceiling:.1f})" if ceiling is not None else ""
         goals.append(_goal("oracle VPQ-things", ">= 20", f"{things:.1f}{note}", things >= 20))
@@ -79,13 +76,13 @@ def assess(summary: dict) -> list[dict[str, Any]]:
     if "colour_gap" in checks:
         goals.append(_goal("colour check (pixel accuracy gap)", ">= 20 points", f"{checks['colour_gap']:.1f}",
                            checks["colour_gap"] >= 20))
-    spread = {r: _std(v["miou"]) for r, v in rows.items()}
+    spread = {r: mean_std(v["miou"])[1] for r, v in rows.items()}
     if len(summary["seeds"]) > 1:
         widest = max(spread, key=spread.get)
         goals.append(_goal("std of every row", "<= 2 mIoU", f"{spread[widest]:.1f} ({widest})", spread[widest] <= 2))
     adapted = [r for r in PHASE2 if r in rows]
-    if adapted and {"source_only", "oracle"} <= set(rows):
-        best = max(adapted, key=miou.get)
+    best = max(adapted, key=miou.get) if adapted else None
+    if best and {"source_only", "oracle"} <= set(rows):
         closed = (miou[best] - miou["source_only"]) / (miou["oracle"] - miou["source_only"])
         goals.append(_goal("best phase 2 closes the gap", ">= 70 %", f"{100 * closed:.0f} % ({best})", closed >= .7))
     for video, image in TWINS.items():
@@ -93,10 +90,9 @@ def assess(summary: dict) -> list[dict[str, Any]]:
             lead, noise = miou[video] - miou[image], max(spread[video], spread[image])
             goals.append(_goal(f"{video} beats its image twin {image}", "> seed std",
                                f"{lead:+.1f} vs std {noise:.1f}", lead > noise))
-    if "vat" in rows and adapted:
-        best = max(adapted, key=miou.get)
+    if best and "vat" in rows:
         d_miou = miou[best] - miou["vat"]
-        d_things = _mean(rows[best]["vpq_things"]) - _mean(rows["vat"]["vpq_things"])
+        d_things = statistics.fmean(rows[best]["vpq_things"]) - statistics.fmean(rows["vat"]["vpq_things"])
         goals.append(_goal("VPQ-things moves with mIoU (best phase 2 vs VAT)", "same sign",
                            f"mIoU {d_miou:+.1f}, VPQ-things {d_things:+.1f}", d_miou * d_things > 0))
     return goals

@@ -24,7 +24,7 @@ from vsda_train import engine
 from vsda_train.config import ConfigError
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
-from vsda_train.teacher import class_mix, consistent_labels, cross_frame_labels, select
+from vsda_train.teacher import class_mix, confidence_levels, consistent_labels, cross_frame_labels, select
 
 SOURCE, TARGET = 1.0, 0.0  # the discriminators' domain labels
 DISC_INPUTS = {"video": ("main", 2), "image": ("main", 1), "video_aux": ("aux", 2)}  # level, context parts
@@ -124,8 +124,8 @@ def _teacher_view(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor, Ten
     if vst.temporal_filter:
         return consistent_labels(probs, teacher.probs(tgt["prev_clean"]), tgt["flow"], tgt["flow_fw"],
                                  vst.occlusion_check)
-    label = probs.argmax(1)
-    return label, label, torch.round(probs.max(1).values * 255).to(torch.uint8)
+    conf, label = probs.max(1)
+    return label, label, confidence_levels(conf)
 
 
 def _trained(run: Run) -> list[nn.Parameter]:

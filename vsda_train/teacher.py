@@ -54,6 +54,20 @@ class EMATeacher(nn.Module):
         return self.model(x).float().softmax(1)
 
 
+def confidence_levels(conf: Tensor) -> Tensor:
+    """Return max-softmax confidences in [0, 1] as uint8 levels (torch twin of ``pseudo_labels.quantise``)."""
+    return torch.round(conf.clamp(0, 1) * (LEVELS - 1)).to(torch.uint8)
+
+
+def _warp_visible(x: Tensor, flow_bw: Tensor, flow_fw: Tensor, occlusion_check: bool,
+                  mode: str) -> tuple[Tensor, Tensor]:
+    """Return ``x`` of frame t-k warped to t, and where t-k sees the pixel (in view, not occluded)."""
+    warped, visible = warp(x, flow_bw, mode=mode)
+    if occlusion_check:
+        visible = visible & ~occlusion_mask_torch(flow_fw=flow_fw, flow_bw=flow_bw)
+    return warped, visible
+
+
 def consistent_labels(probs_t: Tensor, probs_prev: Tensor, flow_bw: Tensor, flow_fw: Tensor,
                       occlusion_check: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Return ``(label, consistent, level)`` of frame t (N, H, W): argmax, time-filtered argmax, uint8 confidence.
@@ -62,14 +76,9 @@ def consistent_labels(probs_t: Tensor, probs_prev: Tensor, flow_bw: Tensor, flow
     (out of view, or occluded by the forward-backward check).
     """
     conf, label = probs_t.max(1)
-    prev = probs_prev.argmax(1, keepdim=True)
-    warped, vote = warp(prev, flow_bw, mode="nearest")
-    if occlusion_check:
-        vote = vote & ~occlusion_mask_torch(flow_fw=flow_fw, flow_bw=flow_bw)
+    warped, vote = _warp_visible(probs_prev.argmax(1, keepdim=True), flow_bw, flow_fw, occlusion_check, "nearest")
     disagree = (vote & (warped != label[:, None]))[:, 0]
-    consistent = label.masked_fill(disagree, IGNORE_INDEX)
-    level = torch.round(conf.clamp(0, 1) * (LEVELS - 1)).to(torch.uint8)
-    return label, consistent, level
+    return label, label.masked_fill(disagree, IGNORE_INDEX), confidence_levels(conf)
 
 
 def cross_frame_labels(probs_prev: Tensor, flow_bw: Tensor, flow_fw: Tensor,
@@ -79,12 +88,9 @@ def cross_frame_labels(probs_prev: Tensor, flow_bw: Tensor, flow_fw: Tensor,
     The probabilities of t-k are warped to t by the backward flow; pixels whose source is out of
     view, or occluded by the forward-backward check, get no label (255).
     """
-    warped, visible = warp(probs_prev, flow_bw)
-    if occlusion_check:
-        visible = visible & ~occlusion_mask_torch(flow_fw=flow_fw, flow_bw=flow_bw)
+    warped, visible = _warp_visible(probs_prev, flow_bw, flow_fw, occlusion_check, "bilinear")
     conf, label = warped.max(1)
-    label = label.masked_fill(~visible[:, 0], IGNORE_INDEX)
-    return label, torch.round(conf.clamp(0, 1) * (LEVELS - 1)).to(torch.uint8)
+    return label.masked_fill(~visible[:, 0], IGNORE_INDEX), confidence_levels(conf)
 
 
 class RunningThresholds:
@@ -141,4 +147,5 @@ def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: tor
     return mixed, torch.where(mask, labels[partner], labels)
 
 
-__all__ = ["EMATeacher", "RunningThresholds", "class_mix", "consistent_labels", "cross_frame_labels", "select"]
+__all__ = ["EMATeacher", "RunningThresholds", "class_mix", "confidence_levels", "consistent_labels",
+           "cross_frame_labels", "select"]

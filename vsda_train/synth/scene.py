@@ -219,7 +219,8 @@ class _Builder:
         if kind == "bus":
             length = r(10.5, 12.5) * s
             return S.bus(inst, length, 2.5 * s, s), length
-        rider, s = 0 if parked else self.instance(), s * self.lay.two_wheeler_scale
+        rider = 0 if parked else self.instance()
+        s *= self.lay.two_wheeler_scale
         return S.two_wheeler(kind, inst, rider, s, r(0, 6.3)), (2.1 if kind == "motorcycle" else 1.8) * s
 
     # --- the layout -----------------------------------------------------------------------
