@@ -66,6 +66,8 @@ class DataConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)  # random rescale before the crop
     hflip: bool = True  # random horizontal flip of training clips
     batch_size: int = 2
+    rcs_temperature: float = 0.0  # rare-class sampling of labelled clips (DAFormer: 0.01); 0: uniform
+    rcs_min_pixels: int = 3000  # a clip counts for a class above this many pixels at its load size
     workers: int = 0
     flow_source: str = "dis"  # dis (OpenCV DIS, cached) | flownet2:FOLDER (the published *_int16_x10.npy)
     flow_preset: str = "medium"
@@ -80,6 +82,9 @@ class DataConfig:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ConfigError(f"data.scale_range: expected 0 < low <= high, got {list(self.scale_range)}")
+        if self.rcs_temperature < 0 or self.rcs_min_pixels < 0:
+            raise ConfigError(f"data.rcs_temperature / data.rcs_min_pixels: expected >= 0, got "
+                              f"{self.rcs_temperature} / {self.rcs_min_pixels}")
         if self.flow_source != "dis" and not self.flow_source.startswith("flownet2:"):
             raise ConfigError(f"data.flow_source: {self.flow_source!r} is not 'dis' or 'flownet2:FOLDER'")
 

@@ -161,10 +161,15 @@ class TrainClips(Dataset):
 
 
 def infinite_loader(dataset: TrainClips, cfg: TrainConfig, start_iter: int, info: DistInfo,
-                    seed_offset: int = 0, batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Return an endless iterator of collated training batches, resumable at ``start_iter``."""
-    sampler = ClipBatchSampler(len(dataset), batch_size or cfg.data.batch_size, cfg.run.seed + seed_offset,
-                               start_iter, info.rank, info.world_size)
+                    seed_offset: int = 0, batch_size: int | None = None,
+                    sampler: Sampler | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Return an endless iterator of collated training batches, resumable at ``start_iter``.
+
+    ``sampler`` (a resumable batch sampler, e.g. rare-class sampling) replaces the seeded shuffle.
+    """
+    if sampler is None:
+        sampler = ClipBatchSampler(len(dataset), batch_size or cfg.data.batch_size, cfg.run.seed + seed_offset,
+                                   start_iter, info.rank, info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
                         persistent_workers=cfg.data.workers > 0)
     return iter(loader)

@@ -301,17 +301,26 @@ def default_cache_dir(root: str | Path, preset: str = "medium") -> Path:
     A video file as root caches next to the file. The fallback is
     ``$XDG_CACHE_HOME/vsda/flow/<root name>-<hash of its path>/<preset>`` (``~/.cache`` by default).
     """
+    return user_cache_dir(root, ".vsda_flow", preset, "optical flow")
+
+
+def user_cache_dir(root: str | Path, name: str, sub: str, what: str = "") -> Path:
+    """Return ``<root>/<name>/<sub>``, or ``$XDG_CACHE_HOME/vsda/<name without dots and vsda_>/...``.
+
+    The fallback (with a warning) is taken when the dataset folder is read-only; it is keyed by
+    the root's name and a hash of its path.
+    """
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset root not found")
     folder = root if root.is_dir() else root.parent
-    preferred = folder / ".vsda_flow" / preset
+    preferred = folder / name / sub
     if _writable(preferred):
         return preferred
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     tag = f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
-    fallback = base / "vsda" / "flow" / tag / preset
-    warnings.warn(f"{folder}: not writable; caching optical flow in {fallback}", stacklevel=2)
+    fallback = base / "vsda" / name.lstrip(".").removeprefix("vsda_") / tag / sub
+    warnings.warn(f"{folder}: not writable; caching {what or sub} in {fallback}", stacklevel=3)
     return fallback
 
 

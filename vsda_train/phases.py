@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vsda_deploy.labels import get_label_space
 from vsda_train import engine
 from vsda_train.clips import domain_clips
 from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.flow_pairs import on_demand_line
 from vsda_train.loop import CheckpointHook, train_loop
+from vsda_train.rare_class import RareClassBatchSampler, cached_class_counts, rare_class_line
 from vsda_train.run import Run, build_run, num_classes_of, prepare_out
 from vsda_train.steps import mean_teacher_step, source_step, vat_step, vst_step
 from vsda_train.transforms import ClipTransform
@@ -45,7 +47,21 @@ def clip_stream(run: Run, domain: str, photometric: str, labels: bool, with_flow
     transform = ClipTransform(crop, cfg.data.scale_range, hflip=cfg.data.hflip, photometric=photometric,
                               norm=run.norm, keep_clean=teacher_view)
     data = engine.TrainClips(clips, transform, cfg.run.seed + seed_offset, labels=label_fn)
-    return engine.infinite_loader(data, cfg, run.it, run.info, seed_offset, batch_size)
+    sampler = None
+    if labels and label_fn is None and cfg.data.rcs_temperature > 0:
+        sampler = rare_class_sampler(run, clips, seed_offset, batch_size or cfg.data.batch_size)
+    return engine.infinite_loader(data, cfg, run.it, run.info, seed_offset, batch_size, sampler)
+
+
+def rare_class_sampler(run: Run, clips: Any, seed_offset: int, batch_size: int) -> RareClassBatchSampler:
+    """Return the rare-class sampler of a labelled stream; the main rank prints what it does to the classes."""
+    cfg = run.cfg
+    counts = cached_class_counts(clips.clips, num_classes_of(cfg), clips.size)
+    sampler = RareClassBatchSampler(counts, batch_size, cfg.run.seed + seed_offset, cfg.data.rcs_temperature,
+                                    cfg.data.rcs_min_pixels, run.it, run.info.rank, run.info.world_size)
+    if run.info.is_main:
+        print(rare_class_line(sampler, counts, get_label_space(cfg.data.label_space).classes), flush=True)
+    return sampler
 
 
 def train_source(cfg: TrainConfig, resume: bool = False, on_checkpoint: CheckpointHook | None = None) -> Run:

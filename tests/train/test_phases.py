@@ -206,3 +206,24 @@ def test_image_level_adversarial_vat_runs_without_flow(synth: Path, tmp_path: Pa
     rows = read_log(tmp_path / "runs" / "img" / "log.csv")
     assert "loss_adv_image" in rows[-1] and "loss_adv_video" not in rows[-1]
     assert run.it == 2
+
+
+def test_rare_class_sampling_source_resumes_exactly(synth: Path, tmp_path: Path) -> None:
+    """data.rcs_temperature > 0: the labelled source stream is drawn class first; a killed run resumes
+    to the same weights, and the sampled batches differ from the uniform ones."""
+    cfg = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs", optim={"iters": 4},
+                       data={"rcs_temperature": 0.01, "rcs_min_pixels": 10})
+    plain = write_config(tmp_path / "u.yaml", synth, tmp_path / "runs", optim={"iters": 4})
+    common = ("vsda-train", "source", "--no-eval")
+    full = run_cli(*common, "-c", str(cfg), "--name", "full")
+    assert full.returncode == 0, full.stderr
+    assert "rare-class sampling (T=0.01" in full.stdout
+    killed = run_cli(sys.executable, str(RUNNER), "source", str(cfg), "cut", "--kill-after", "2")
+    assert killed.returncode == -9, killed.stderr
+    resumed = run_cli(*common, "-c", str(cfg), "--name", "cut", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    uniform = run_cli(*common, "-c", str(plain), "--name", "uniform")
+    assert uniform.returncode == 0, uniform.stderr
+    a, b, u = (load_checkpoint(tmp_path / f"runs/{n}/last.pt")["model"] for n in ("full", "cut", "uniform"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], u[k]) for k in a)
