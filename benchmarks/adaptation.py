@@ -145,6 +145,12 @@ def markdown(summary: dict) -> str:
         lines += ["", f"Ground-truth semantics through the same panoptic step score VPQ {ceiling['vpq']:.1f} "
                   f"(things {ceiling['vpq_things']:.1f}, stuff {ceiling['vpq_stuff']:.1f}): the ceiling of a "
                   "semantic model."]
+    sizes = summary.get("checks", {}).get("thing_sizes")
+    if sizes:
+        listed = ", ".join(f"{c} {s['median_area']:.0f} px ({s['small']:.0f} % of {s['instances']})"
+                           for c, s in sizes.items())
+        lines += ["", f"Val thing instances, median area and share under {evidence.SMALL_AREA} pixels (at most "
+                  f"2 x 2 logits of a stride-8 model): {listed}."]
     return "\n".join(lines)
 
 
@@ -199,6 +205,7 @@ def add_evidence(summary: dict, config: str, overrides: list[str]) -> None:
     checks = summary.setdefault("checks", {})
     if kind == "cityscapes-vps":
         checks["panoptic_ceiling"] = evidence.panoptic_ceiling(root, data.label_space)
+        checks["thing_sizes"] = evidence.thing_sizes(root, data.label_space)
         if (Path(root).parent / "summary.json").is_file():  # a synthetic benchmark: its colour check
             checks["colour_gap"] = evidence.colour_gap(Path(root).parent)
     summary["goals"] = evidence.assess(summary)

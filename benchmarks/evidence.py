@@ -4,6 +4,8 @@ Two reference figures go with them, both measured on the benchmark's target-val:
 
 * the panoptic ceiling: VPQ of the ground-truth semantics themselves through vsda's panoptic step
   (things split into connected components, linked by flow), the most a semantic model can score;
+* the thing sizes: each thing class's ground-truth instances on val, their median area and the
+  share under 16 pixels (two by two logits of a stride-8 model), which bound VPQ-things;
 * the colour check: pixel accuracy of a per-pixel colour classifier fitted on target labels minus
   one fitted on source labels (``vsda-train colour-baseline``): colour alone must not close the gap.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 # the self-training rows and their image-level twins (video row -> image row)
 TWINS = {"vat_vst": "image_st", "mt": "mt_img", "mt_tps": "mt_img"}
@@ -35,6 +38,28 @@ def panoptic_ceiling(gt_root: str | Path, label_space: str = "viper15") -> dict[
                     raise OSError(f"{tmp}: cannot write {frame.image.name}")
         result = evaluate_folder(tmp, gt_root, "val", label_space=label_space).to_json()
     return {k: result[k] for k in ("vpq", "vpq_things", "vpq_stuff")}
+
+
+SMALL_AREA = 16  # pixels: an instance this small covers at most 2 x 2 logits of a stride-8 model
+
+
+def thing_sizes(gt_root: str | Path, label_space: str = "viper15") -> dict[str, dict[str, float]]:
+    """Return ``{thing class: {instances, median_area, small}}`` of the val ground truth (area in
+    pixels at the labels' size; ``small``: the percentage under ``SMALL_AREA`` pixels)."""
+    from vsda_deploy.evaluation import list_gt
+    from vsda_deploy.labels import get_label_space
+
+    space = get_label_space(label_space)
+    areas: dict[int, list[int]] = {c: [] for c in space.things}
+    for video in list_gt(gt_root, "val", label_space).values():
+        for frame in video:
+            semantic, instance = frame.read()
+            for c in space.things:
+                _, counts = np.unique(instance[(semantic == c) & (instance > 0)], return_counts=True)
+                areas[c] += counts.tolist()
+    return {space.classes[c]: {"instances": len(a), "median_area": float(np.median(a)),
+                               "small": 100.0 * float(np.mean(np.asarray(a) < SMALL_AREA))}
+            for c, a in areas.items() if a}
 
 
 def colour_gap(data: str | Path) -> float:

@@ -73,3 +73,19 @@ def test_panoptic_ceiling_of_ground_truth(tmp_path: Path) -> None:
     ceiling = evidence.panoptic_ceiling(root / "target")
     assert ceiling["vpq_stuff"] == pytest.approx(100.0)
     assert 0.0 < ceiling["vpq_things"] <= 100.0
+
+
+def test_thing_sizes_of_official_encoded_ground_truth(tmp_path: Path) -> None:
+    """The Cityscapes-VPS fixture of the evaluator's tests (official id encoding): one car of 12 x 14
+    and one person of 22 x 6 pixels in each of the 4 labelled frames; car pixels without an
+    instance are void and not counted."""
+    from tests.deploy.test_evaluation import write_split
+
+    write_split(tmp_path)
+    sizes = evidence.thing_sizes(tmp_path)
+    assert sizes == {"person": {"instances": 4, "median_area": 132.0, "small": 0.0},
+                     "car": {"instances": 4, "median_area": 168.0, "small": 0.0}}
+    summary = _summary()
+    summary["checks"]["thing_sizes"] = {**sizes, "bicycle": {"instances": 3, "median_area": 7.0, "small": 66.7}}
+    text = markdown(summary)
+    assert "person 132 px (0 % of 4), car 168 px (0 % of 4), bicycle 7 px (67 % of 3)." in text
