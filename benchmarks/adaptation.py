@@ -1,10 +1,11 @@
-"""The adaptation table on the synthetic benchmark: 10 methods x N seeds, mean ± std on target-val.
+"""The adaptation table on the synthetic benchmark: 11 methods x N seeds, mean ± std on target-val.
 
     python -m benchmarks.adaptation [--config configs/synth_edge.yaml] [--seeds 0,1,2] [--jobs 2] [--out DIR]
 
 Rows: source-only, source-only + photometric augmentation, image-level adversarial training
 (per-frame discriminator only), VAT, then from VAT: image-level self-training (no temporal
-filter), VST (the seed's video self-training), the mean-teacher phase 2 (``vst.teacher: ema``), its
+filter), VST (the seed's video self-training), VST with a wider window at its twin's label budget
+(``WIDE_VST``), the mean-teacher phase 2 (``vst.teacher: ema``), its
 cross-frame variant (``vst.pseudo_from: previous``, as TPS labels), their image-level twin (no
 temporal filter), and the target oracle. Every run is the *last*
 checkpoint of its schedule (no model selection on target labels). Runs already finished
@@ -31,23 +32,31 @@ from typing import Any
 from benchmarks import evidence
 from benchmarks.suite import result_stem
 
-ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "mt", "mt_tps", "mt_img", "oracle")
+ROWS = ("source_only", "source_aug", "image_adv", "vat", "image_st", "vat_vst", "vst_wide", "mt", "mt_tps", "mt_img",
+        "oracle")
 LABELS = {
     "source_only": "source-only", "source_aug": "source-only + photometric aug.",
     "image_adv": "image-level adversarial (per-frame D)", "vat": "VAT (video adversarial)",
     "image_st": "VAT + image-level self-training", "vat_vst": "VAT + VST (the seed's video self-training)",
+    "vst_wide": "VAT + VST, frames t±1 and t±5, twin's label budget",
     "mt": "VAT + mean teacher, filtered by time", "mt_tps": "VAT + mean teacher, cross-frame labels (TPS)",
     "mt_img": "VAT + mean teacher, image-level twin",
     "oracle": "target oracle (target labels)",
 }
 # what each row starts from
-INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "mt": "vat",
-        "mt_tps": "vat", "mt_img": "vat"}
+INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "vst_wide": "vat",
+        "mt": "vat", "mt_tps": "vat", "mt_img": "vat"}
 PHASE = {"source_only": "source", "source_aug": "source", "oracle": "source", "image_adv": "vat", "vat": "vat",
-         "image_st": "vst", "vat_vst": "vst", "mt": "vst", "mt_tps": "vst", "mt_img": "vst"}  # each row's phase
+         **dict.fromkeys(("image_st", "vat_vst", "vst_wide", "mt", "mt_tps", "mt_img"), "vst")}  # each row's phase
 # the order runs start in: the longest chains (source-only -> VAT -> phase 2) first
-SCHEDULE = ("source_only", "vat", "mt", "mt_tps", "vat_vst", "mt_img", "image_st", "image_adv", "source_aug",
-            "oracle")
+SCHEDULE = ("source_only", "vat", "mt", "mt_tps", "vat_vst", "vst_wide", "mt_img", "image_st", "image_adv",
+            "source_aug", "oracle")
+
+# VST voting over frames t±1 and t±5, with the class top-fraction that keeps at least as many pixels
+# as its image twin (image_st, 60.5 %). Chosen on target-train against the oracle tree (seeds 0, 1):
+# kept 62.0 / 61.4 %, accuracy 77.5 / 75.8 % against the twin's 76.0 / 74.0 %; the seed's window
+# (t±1, top 0.6) keeps 56.1 / 55.6 % at 78.0 / 76.2 %.
+WIDE_VST = {"neighbours": (-5, -1, 1, 5), "class_top_fraction": 0.7}
 
 
 def row_config(row: str, cfg: Any) -> Any:
@@ -57,6 +66,8 @@ def row_config(row: str, cfg: Any) -> Any:
                                            augment="strong" if row == "source_aug" else "none"))
     if row == "image_adv":
         return replace(cfg, vat=replace(cfg.vat, video_disc=False, image_disc=True))
+    if row == "vst_wide":
+        return replace(cfg, vst=replace(cfg.vst, teacher="offline", temporal_filter=True, **WIDE_VST))
     teacher = "ema" if row in ("mt", "mt_tps", "mt_img") else "offline"
     return replace(cfg, vst=replace(cfg.vst, teacher=teacher, temporal_filter=row not in ("image_st", "mt_img"),
                                     pseudo_from="previous" if row == "mt_tps" else "current"))

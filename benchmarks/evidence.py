@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 # the self-training rows and their image-level twins (video row -> image row)
-TWINS = {"vat_vst": "image_st", "mt": "mt_img", "mt_tps": "mt_img"}
-PHASE2 = ("image_st", "vat_vst", "mt", "mt_tps", "mt_img")
+TWINS = {"vat_vst": "image_st", "vst_wide": "image_st", "mt": "mt_img", "mt_tps": "mt_img"}
+PHASE2 = ("image_st", "vat_vst", "vst_wide", "mt", "mt_tps", "mt_img")
 
 
 def panoptic_ceiling(gt_root: str | Path, label_space: str = "viper15") -> dict[str, float]:
