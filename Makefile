@@ -78,7 +78,7 @@ demo: install
 
 # Every benchmark suite on this machine (after the demo, whose model and data they use):
 # JSON, Markdown and PNG per suite into $(BENCH_OUT). The 3-seed adaptation table is
-# `make bench-adaptation` (30 runs, about 75 minutes on 2 cores).
+# `make bench-adaptation` (33 runs, about 80 minutes on 2 cores).
 bench: demo
 	$(BIN)/python -m benchmarks formats --compile --out $(BENCH_OUT)
 	$(BIN)/python -m benchmarks stream --out $(BENCH_OUT)

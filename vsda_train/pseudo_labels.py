@@ -9,7 +9,11 @@
    a neighbour (forward-backward check) do not vote.
 
 Both rules only turn pixels into 255, so they commute; what ``vst.time_first`` changes is which
-pixels the histogram counts (every prediction, or only the temporally consistent ones).
+pixels the histogram counts (every prediction, or only the temporally consistent ones). With
+``vst.time_rule: rank`` time orders instead of vetoing: each pixel's rank is its confidence
+level, raised by ``LEVELS`` where it is temporally consistent (:func:`time_ranks`), and the
+class-balanced top fraction is taken over these ranks, so every class keeps as many pixels as
+without time, the consistent ones first.
 """
 
 from __future__ import annotations
@@ -31,15 +35,16 @@ def quantise(confidence: np.ndarray) -> np.ndarray:
 class ConfidenceHistogram:
     """Per-class counts of each confidence level, giving class-balanced thresholds."""
 
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.counts = np.zeros((num_classes, LEVELS), np.int64)
+    def __init__(self, num_classes: int, levels: int = LEVELS) -> None:
+        self.num_classes, self.levels = num_classes, levels
+        self.counts = np.zeros((num_classes, levels), np.int64)
 
     def update(self, levels: np.ndarray, label: np.ndarray) -> None:
-        """Add the confidence levels (uint8) of the pixels labelled ``label`` (255 ignored)."""
+        """Add the confidence levels (or ranks) of the pixels labelled ``label`` (255 ignored)."""
         keep = label != IGNORE_INDEX
-        idx = label[keep].astype(np.int64) * LEVELS + levels[keep]
-        self.counts += np.bincount(idx, minlength=self.num_classes * LEVELS).reshape(self.num_classes, LEVELS)
+        idx = label[keep].astype(np.int64) * self.levels + levels[keep]
+        n = self.num_classes * self.levels
+        self.counts += np.bincount(idx, minlength=n).reshape(self.num_classes, self.levels)
 
     def thresholds(self, top_fraction: float, min_confidence: float = 0.0) -> np.ndarray:
         """Return (C,) int levels: a pixel of class c is kept at a level >= thresholds[c].
@@ -50,14 +55,28 @@ class ConfidenceHistogram:
         from_top = self.counts[:, ::-1].cumsum(1)
         total = np.maximum(from_top[:, -1:], 1)
         first = (from_top >= top_fraction * total).argmax(1)  # levels counted from the top
-        thr = LEVELS - 1 - first
-        thr[self.counts.sum(1) == 0] = LEVELS
-        return np.maximum(thr, int(np.ceil(min_confidence * (LEVELS - 1) - 1e-9)))
+        thr = self.levels - 1 - first
+        thr[self.counts.sum(1) == 0] = self.levels
+        return np.maximum(thr, min_level(min_confidence))
+
+
+def min_level(min_confidence: float) -> int:
+    """Return the lowest quantised level at or above ``min_confidence``."""
+    return int(np.ceil(min_confidence * (LEVELS - 1) - 1e-9))
+
+
+def time_ranks(label: np.ndarray, consistent: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Return uint16 ranks: each pixel's confidence level, plus ``LEVELS`` where the temporal filter kept it.
+
+    ``consistent`` is ``label`` with 255 where a neighbour disagreed (:func:`temporal_filter`).
+    """
+    agreed = (consistent == label) & (label != IGNORE_INDEX)
+    return levels.astype(np.uint16) + np.uint16(LEVELS) * agreed.astype(np.uint16)
 
 
 def select_confident(label: np.ndarray, levels: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Return ``label`` with pixels below their class threshold set to 255."""
-    table = np.append(thresholds, LEVELS)  # a void pixel is never kept
+    table = np.append(thresholds, np.iinfo(np.int64).max)  # a void pixel is never kept
     cls = np.where(label == IGNORE_INDEX, len(thresholds), label)
     return np.where(levels >= table[cls], label, IGNORE_INDEX).astype(label.dtype)
 
@@ -120,4 +139,5 @@ class PseudoLabelStats:
         return out
 
 
-__all__ = ["LEVELS", "ConfidenceHistogram", "PseudoLabelStats", "quantise", "select_confident", "temporal_filter"]
+__all__ = ["LEVELS", "ConfidenceHistogram", "PseudoLabelStats", "min_level", "quantise", "select_confident",
+           "temporal_filter", "time_ranks"]

@@ -9,7 +9,8 @@ ranks; each file is written by one rank only.
    needed frame; for each frame to label, the temporally consistent label (neighbours warped by
    optical flow; occluded or out-of-view pixels do not vote). ``<folder>/raw/<name>.npy`` keeps
    (label, consistent label, level), 3 bytes a pixel; the per-class confidence histogram counts
-   the raw labels, or with ``vst.time_first`` the consistent ones.
+   the raw labels, or with ``vst.time_first`` the consistent ones; with ``vst.time_rule: rank`` it
+   counts every raw label at its time rank (consistent pixels above all others).
 2. The histograms are summed over the ranks: every rank takes the same class-balanced thresholds.
 3. Label (each rank, its videos): confident and consistent pixels keep their class -> ``<name>.png``.
 4. The statistics are summed over the ranks; rank 0 writes ``stats.json`` and removes ``raw/``.
@@ -33,16 +34,18 @@ import torch
 import torch.nn.functional as F
 
 from vsda_deploy.flow import occlusion_mask, warp
-from vsda_deploy.labels import get_label_space
+from vsda_deploy.labels import IGNORE_INDEX, get_label_space
 from vsda_deploy.preprocess import IMAGENET, Normalization, resize_frame, resize_label
 from vsda_train.clips import ScaledClips, dataset_flow, domain_clips
 from vsda_train.pseudo_labels import (
     LEVELS,
     ConfidenceHistogram,
     PseudoLabelStats,
+    min_level,
     quantise,
     select_confident,
     temporal_filter,
+    time_ranks,
 )
 from vsda_train.transforms import normalize
 
@@ -153,21 +156,41 @@ def predict_video(window: FrameWindow, cfg: Any, flow: Any, folder: Path, hist: 
                   on_frame: Any) -> None:
     """Pass 1 on one video: save (label, consistent, level) of each frame to label; add to the histogram."""
     time_first = cfg.vst.temporal_filter and cfg.vst.time_first
+    rank = ranked(cfg)
     reach = min(0, *cfg.vst.neighbours) * cfg.data.k
     for t, name in sorted(window.plan.labelled.items()):
         _, label, level = window[t]
         consistent = consistent_label(window, t, cfg, flow)
-        hist.update(level, consistent if time_first else label)
+        if rank:
+            hist.update(time_ranks(label, consistent, level), label)
+        else:
+            hist.update(level, consistent if time_first else label)
         _atomic_npy(raw_path(folder, name), np.stack([label, consistent, level]))
         window.forget_before(t + reach)
         on_frame()
 
 
-def label_video(plan: VideoPlan, folder: Path, thresholds: np.ndarray, stats: PseudoLabelStats, oracle: Any) -> None:
+def ranked(cfg: Any) -> bool:
+    """Return whether time ranks the pixels (``vst.time_rule: rank``) rather than vetoing them."""
+    return cfg.vst.temporal_filter and cfg.vst.time_rule == "rank"
+
+
+def select(label: np.ndarray, consistent: np.ndarray, level: np.ndarray, thresholds: np.ndarray,
+           cfg: Any) -> np.ndarray:
+    """Return the pseudo label of one frame: the class-balanced top fraction under the phase's time rule."""
+    if not ranked(cfg):
+        return select_confident(consistent, level, thresholds)
+    kept = select_confident(label, time_ranks(label, consistent, level), thresholds)
+    kept[level < min_level(cfg.vst.min_confidence)] = IGNORE_INDEX
+    return kept
+
+
+def label_video(plan: VideoPlan, folder: Path, thresholds: np.ndarray, stats: PseudoLabelStats, oracle: Any,
+                cfg: Any) -> None:
     """Pass 2 on one video: write the pseudo label PNG of each frame and count its statistics."""
     for name in plan.labelled.values():
         label, consistent, level = np.load(raw_path(folder, name))
-        kept = select_confident(consistent, level, thresholds)
+        kept = select(label, consistent, level, thresholds, cfg)
         _atomic_png(folder / name, kept)
         stats.update(label, kept, oracle(name, kept.shape) if oracle else None)
 
@@ -189,20 +212,23 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     def predict(frame: np.ndarray) -> torch.Tensor:
         return predict_probs(run.model, frame, run.device, cfg.vst.tta_scales, cfg.vst.tta_flip, run.norm)
 
-    hist = ConfidenceHistogram(space.num_classes)
+    hist = ConfidenceHistogram(space.num_classes, 2 * LEVELS if ranked(cfg) else LEVELS)
     with _Progress(run, plans, mine, train, folder) as progress:
         for video in mine:
             predict_video(FrameWindow(universe, plans[video], predict), cfg, flow, folder, hist, progress.advance)
     _barrier(info)
     hist.counts = _sum_over_ranks(hist.counts, info)
-    thresholds = hist.thresholds(cfg.vst.class_top_fraction, cfg.vst.min_confidence)
+    thresholds = hist.thresholds(cfg.vst.class_top_fraction, 0.0 if ranked(cfg) else cfg.vst.min_confidence)
     stats = PseudoLabelStats(space.num_classes)
     oracle = OracleLabels(cfg) if cfg.data.oracle else None
     for video in mine:
-        label_video(plans[video], folder, thresholds, stats, oracle)
+        label_video(plans[video], folder, thresholds, stats, oracle, cfg)
     stats.counts = _sum_over_ranks(stats.counts, info)
     summary = stats.summary(space.classes)
-    summary["thresholds"] = {n: min(int(t), LEVELS - 1) / (LEVELS - 1) for n, t in zip(space.classes, thresholds)}
+    level = np.where(thresholds >= hist.levels, LEVELS - 1, thresholds % LEVELS)  # a class never predicted: 1.0
+    summary["thresholds"] = {n: int(t) / (LEVELS - 1) for n, t in zip(space.classes, level)}
+    if ranked(cfg):  # a threshold above LEVELS keeps consistent pixels only, from that confidence on
+        summary["consistent_only"] = {n: bool(LEVELS <= t < hist.levels) for n, t in zip(space.classes, thresholds)}
     if info.is_main:
         _atomic_text(folder / "stats.json", json.dumps(summary, indent=1))
         shutil.rmtree(folder / "raw")

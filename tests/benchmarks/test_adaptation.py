@@ -16,3 +16,20 @@ def test_every_row_is_scheduled_after_the_run_it_starts_from() -> None:
     for row, init in INIT.items():
         assert SCHEDULE.index(init) < SCHEDULE.index(row), (row, init)
         assert {r for r, _ in runs_needed([row], [0])} >= {row, init}
+
+
+def test_each_phase_2_row_differs_from_its_twin_in_time_only() -> None:
+    """The video rows and their image twins share every setting but the temporal part; the seed's VST
+    stays exactly the config's own."""
+    from dataclasses import asdict
+
+    from benchmarks.adaptation import WIDE_VST, row_config
+    from vsda_train.config import load_config
+
+    base = load_config("configs/synth_edge.yaml", [])
+    vst = {row: asdict(row_config(row, base).vst) for row in ("image_st", "vat_vst", "vst_wide", "mt", "mt_img")}
+    assert vst["vat_vst"] == asdict(base.vst)
+    assert {k for k in vst["vat_vst"] if vst["vat_vst"][k] != vst["image_st"][k]} == {"temporal_filter"}
+    assert {k for k in vst["mt"] if vst["mt"][k] != vst["mt_img"][k]} == {"temporal_filter"}
+    assert {k: v for k, v in vst["vst_wide"].items() if v != vst["vat_vst"][k]} == {
+        "neighbours": WIDE_VST["neighbours"], "class_top_fraction": WIDE_VST["class_top_fraction"]}

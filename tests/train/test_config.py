@@ -27,7 +27,10 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
     [(["optim.lrr=1"], "unknown key 'lrr'"), (["optimx.lr=1"], "unknown section"),
      (["optim.iters=abc"], "expected int"), (["optim"], "section.key=value"),
      (["vst.tta_scales=[]"], "vst.tta_scales: expected one or more positive scales"),
-     (["vst.tta_scales=[1.0,0]"], "vst.tta_scales: expected one or more positive scales")],
+     (["vst.tta_scales=[1.0,0]"], "vst.tta_scales: expected one or more positive scales"),
+     (["vst.time_rule=rank", "vst.teacher=ema"], "vst.time_rule=rank: the offline teacher only"),
+     (["vst.time_rule=vote"], "vst.time_rule"),
+     (["data.rcs_temperature=-1"], "data.rcs_temperature")],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

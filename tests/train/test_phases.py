@@ -167,6 +167,36 @@ def test_time_first_pseudo_labels_select_among_temporally_consistent_pixels(synt
         assert np.array_equal(lab[on], consistent[name][on])  # a subset, with the same classes
 
 
+def test_rank_rule_keeps_each_class_as_many_pixels_as_its_image_twin(synth: Path, tmp_path: Path) -> None:
+    """vst.time_rule=rank: every class keeps the same top fraction of its pixels as without time (up to
+    confidence ties), temporally consistent ones first; at p = 1 it keeps every prediction, as the twin does."""
+    import cv2
+
+    from vsda_train import phases
+    from vsda_train.vst import make_pseudo_labels
+
+    cfg_path = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs")
+
+    def labels(rule: str, top: float) -> tuple[dict, dict[str, np.ndarray]]:
+        sets = [f"run.name=pl_{rule}_{top}", f"vst.class_top_fraction={top}"]
+        sets += ["vst.temporal_filter=false"] if rule == "image" else [f"vst.time_rule={rule}"]
+        folder = tmp_path / f"pl_{rule}_{top}"
+        stats = make_pseudo_labels(phases.build_run(load_config(cfg_path, sets), "vst"), folder)
+        return stats, {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))}
+
+    _, every = labels("rank", 1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(every.values(), labels("image", 1.0)[1].values(), strict=True))
+    (ranked, by_time), (image, _) = labels("rank", 0.5), labels("image", 0.5)
+    (vetoed, _) = labels("filter", 0.5)
+    for name, fraction in image["kept_fraction_per_class"].items():
+        if fraction is not None:
+            assert ranked["kept_fraction_per_class"][name] == pytest.approx(fraction, abs=5.0), name
+    assert vetoed["kept_fraction"] < ranked["kept_fraction"]  # the veto keeps fewer pixels
+    for name, lab in by_time.items():
+        on = lab != 255
+        assert np.array_equal(lab[on], every[name][on])  # the kept pixels carry the model's own class
+
+
 def test_vst_lr_is_one_poly_schedule_over_all_rounds(synth: Path, tmp_path: Path, monkeypatch) -> None:
     """Two rounds of two iterations: the LR keeps decaying into round 2 (no restart at each round's end)."""
     from vsda_train.phases import train_source, train_vst

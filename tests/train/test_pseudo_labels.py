@@ -10,6 +10,7 @@ from vsda_train.pseudo_labels import (
     quantise,
     select_confident,
     temporal_filter,
+    time_ranks,
 )
 
 
@@ -31,6 +32,34 @@ def test_class_balanced_thresholds_keep_top_fraction() -> None:
     assert (kept != 255).sum() == 6 and set(kept[kept != 255].tolist()) == {0}
     assert hist.thresholds(0.6, min_confidence=0.5).tolist() == [128, 128, LEVELS]  # round(0.5 * 255) = 128
     assert (select_confident(np.array([255], np.uint8), np.array([255], np.uint8), thr) == 255).all()
+
+
+def test_time_ranks_put_consistent_pixels_above_every_other() -> None:
+    label = np.array([0, 1, 2, 255], np.uint8)
+    consistent = np.array([0, 255, 2, 255], np.uint8)  # the neighbours contradicted pixel 1
+    levels = np.array([10, 200, 5, 7], np.uint8)
+    assert time_ranks(label, consistent, levels).tolist() == [266, 200, 261, 7]
+
+
+def test_rank_rule_keeps_the_class_budget_consistent_pixels_first() -> None:
+    """One class, four pixels at levels 250, 240, 10, 5; the neighbours agree with pixels 1 and 2.
+    Top half: by confidence alone pixels 0, 1; the seed's veto then top half of the consistent
+    (time_first) pixel 1 only; ranked by time, pixels 1 and 2: the same budget, consistent first."""
+    label = np.zeros((1, 4), np.uint8)
+    levels = np.array([[250, 240, 10, 5]], np.uint8)
+    consistent = np.array([[255, 0, 0, 255]], np.uint8)
+    ranks = time_ranks(label, consistent, levels)
+    hist = ConfidenceHistogram(1, levels=2 * LEVELS)
+    hist.update(ranks, label)
+    thr = hist.thresholds(0.5)
+    assert thr.tolist() == [LEVELS + 10]
+    assert select_confident(label, ranks, thr).tolist() == [[255, 0, 0, 255]]
+    plain = ConfidenceHistogram(1)
+    plain.update(levels, label)
+    assert select_confident(label, levels, plain.thresholds(0.5)).tolist() == [[0, 0, 255, 255]]
+    veto = ConfidenceHistogram(1)
+    veto.update(levels, consistent)
+    assert select_confident(consistent, levels, veto.thresholds(0.5)).tolist() == [[255, 0, 255, 255]]
 
 
 def test_temporal_filter_disagreeing_neighbour_and_occlusion() -> None:
