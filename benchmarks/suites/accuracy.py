@@ -1,4 +1,4 @@
-"""The ``accuracy`` suite: source-only / VAT / VAT+VST / target oracle on the labelled target-val videos.
+"""The ``accuracy`` suite: source-only / VAT / VAT+VST / VAT+mean teacher / target oracle on target-val videos.
 
 Checkpoints come from ``--checkpoints name=path,...``, else from ``runs/demo/<name>/last.pt`` (what
 ``make demo`` leaves), else (``--train``) they are trained with ``--config`` exactly as ``make demo``
@@ -16,8 +16,10 @@ from typing import Any
 from benchmarks.suite import Column, Row, SuiteOptions, SuiteResult, dataset_root, failed_row, new_result
 from vsda_deploy.options import OptionError
 
-METHODS = {"source": "source-only", "vat": "VAT", "vst": "VAT + VST", "oracle": "target oracle"}
-INIT = {"vat": "source", "vst": "vat"}  # what each phase starts from when trained here
+METHODS = {"source": "source-only", "vat": "VAT", "vst": "VAT + VST", "mt": "VAT + mean teacher",
+           "oracle": "target oracle"}
+INIT = {"vat": "source", "vst": "vat", "mt": "vat"}  # what each phase starts from when trained here
+PHASE = {"oracle": "source", "mt": "vst"}  # the phase of the runs not named after theirs
 COLUMNS = [Column("miou", "mIoU"), Column("vpq", "VPQ"), Column("tc", "TC"),
            Column("gap_closed", "gap closed %", "{:.0f}")]
 RUNS = Path("runs/demo")
@@ -41,8 +43,10 @@ def _train(name: str, config: str, ckpts: dict[str, Path], runs_dir: Path) -> Pa
 
     cfg = with_run(load_config(config), name=name, out_dir=str(runs_dir))
     cfg = replace(cfg, source=replace(cfg.source, oracle=name == "oracle"))
+    if name == "mt":
+        cfg = replace(cfg, vst=replace(cfg.vst, teacher="ema"))
     init = str(ckpts[INIT[name]]) if name in INIT else None
-    return train_phase(cfg, "source" if name == "oracle" else name, init=init, resume=True).out / "last.pt"
+    return train_phase(cfg, PHASE.get(name, name), init=init, resume=True).out / "last.pt"
 
 
 def resolve(given: dict[str, Path], config: str, train_missing: bool, runs_dir: Path = RUNS
@@ -74,7 +78,7 @@ def score(path: Path, data: str) -> dict[str, Any]:
 
 def run(opts: SuiteOptions, checkpoints: str = "", config: str = "configs/synth_edge.yaml",
         train_missing: bool = True, runs_dir: Path = RUNS) -> SuiteResult:
-    """Score source-only, VAT, VAT+VST and the oracle; return the table with the gap closed."""
+    """Score source-only, VAT, VAT+VST, VAT+mean teacher and the oracle; return the table with the gap closed."""
     dataset_root(opts.data)
     try:
         given = parse_checkpoints(checkpoints)

@@ -220,6 +220,7 @@ def test_accuracy_suite_gap_closed_and_missing_checkpoints(target: Path, tmp_pat
     assert by["source-only"].values["miou"] == by["VAT + VST"].values["miou"]  # the same checkpoint twice
     assert by["VAT"].status == "failed" and "not found (pass --train" in by["VAT"].reason
     assert by["target oracle"].status == "failed"
+    assert "runs/mt/last.pt: not found" in by["VAT + mean teacher"].reason  # the demo's mean-teacher run
     with pytest.raises(SystemExit, match="NAME=PATH"):
         accuracy.run(SuiteOptions(data=f"cityscapes-vps:{target}"), checkpoints="best=x.pt")
     assert math.isfinite(by["source-only"].values["vpq"])
