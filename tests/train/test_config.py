@@ -69,3 +69,17 @@ CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*.yaml"))
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.data.source and cfg.data.target and cfg.optim.iters > 0
+
+
+@pytest.mark.parametrize("setting", ["data.rcs_temperature=-1", "optim.iters=abc", "vst.time_rule=vote"])
+def test_a_bad_set_value_is_one_line_and_exit_2(setting: str, tmp_path: Path) -> None:
+    """A bad option value is the user's input, not a failure of the run: one line naming it, exit code 2."""
+    from typer.testing import CliRunner
+
+    from vsda_train.cli import app
+
+    res = CliRunner().invoke(app, ["source", "-c", "configs/synth_edge.yaml", "--set", setting,
+                                   "--set", f"run.out_dir={tmp_path}"])
+    assert res.exit_code == 2, res.output
+    key = setting.partition("=")[0]
+    assert key in res.output and len(res.output.strip().splitlines()) == 1

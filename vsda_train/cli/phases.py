@@ -35,15 +35,21 @@ def _finish(run, evaluate: bool) -> None:
 
 
 def guard(fn, *args, **kwargs):
-    """Run a phase; vsda's own errors and file-system errors become one line and exit code 1.
+    """Run a phase; a bad option or config value becomes one line and exit code 2, vsda's other errors
+    and file-system errors one line and exit code 1.
 
     Any other exception is a bug: it propagates with its traceback.
     """
     from vsda_deploy.errors import VsdaError
+    from vsda_deploy.options import OptionError
+    from vsda_train.config import ConfigError
 
     try:
         return fn(*args, **kwargs)
-    except (VsdaError, OSError) as e:  # ConfigError, CheckpointError, DatasetError...; FileExistsError
+    except (ConfigError, OptionError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except (VsdaError, OSError) as e:  # CheckpointError, DatasetError...; FileExistsError
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
 
