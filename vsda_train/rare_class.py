@@ -7,8 +7,8 @@ pixels (over the classes that occur), then a sample uniformly among those holdin
 GTA's 1280x720 training size (0.33 % of a frame). Its crop re-draw (``min_crop_ratio``) is
 left out: the class is drawn, the crop stays random.
 
-The per-sample class counts are read once per dataset and label space and cached beside
-the optical flow cache (``<root>/.vsda_cache/``, or the user cache if the root is read-only).
+The per-sample class counts are read once per list of label files and load size, and cached in
+``<root>/.vsda_cache/class_counts/`` (the user cache folder if the root is read-only).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from vsda_deploy.data.base import DatasetError
+from vsda_train.config import ConfigError
 from vsda_train.flow import user_cache_dir
 
 
@@ -35,7 +37,7 @@ def class_probabilities(pixels: np.ndarray, temperature: float) -> tuple[np.ndar
     pixels = np.asarray(pixels, np.float64)
     classes = np.flatnonzero(pixels > 0)
     if classes.size == 0:
-        raise ValueError("rare-class sampling: the labels hold no pixels of any class")
+        raise DatasetError("rare-class sampling: the labels hold no pixels of any class")
     logits = (1.0 - pixels[classes] / pixels[classes].sum()) / temperature
     prob = np.exp(logits - logits.max())
     return classes, prob / prob.sum()
@@ -49,8 +51,8 @@ def samples_with_class(counts: np.ndarray, classes: Sequence[int], min_pixels: i
         if idx.size:
             out[int(c)] = idx
     if not out:
-        raise ValueError(f"rare-class sampling: no sample holds more than {min_pixels} pixels of any class; "
-                         "lower data.rcs_min_pixels")
+        raise ConfigError(f"data.rcs_min_pixels: no sample holds more than {min_pixels} pixels of any class; "
+                          "lower it")
     return out
 
 
