@@ -257,3 +257,11 @@ def test_rare_class_sampling_source_resumes_exactly(synth: Path, tmp_path: Path)
     a, b, u = (load_checkpoint(tmp_path / f"runs/{n}/last.pt")["model"] for n in ("full", "cut", "uniform"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], u[k]) for k in a)
+
+
+def test_rare_class_sampling_with_an_unreachable_min_pixels_is_one_line(synth: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs",
+                       data={"rcs_temperature": 0.01, "rcs_min_pixels": 10 ** 6})
+    res = run_cli("vsda-train", "source", "-c", str(cfg), "--no-eval", "--name", "rcs")
+    assert res.returncode == 2 and "data.rcs_min_pixels" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
