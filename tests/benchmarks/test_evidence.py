@@ -56,6 +56,17 @@ def test_a_lead_inside_the_noise_is_missed() -> None:
     assert goals["std of every row"]["measured"] == "4.2 (image_st)"
 
 
+def test_one_seed_judges_no_lead_against_noise() -> None:
+    """With one seed there is no spread to beat: the twin goals (and the std goal) are left out."""
+    summary = _summary()
+    summary["seeds"] = [0]
+    summary["rows"] = {k: {**v, **{m: v[m][:1] for m in ("miou", "vpq", "vpq_things", "vpq_stuff", "tc", "iou")}}
+                       for k, v in summary["rows"].items()}
+    goals = {g["goal"] for g in evidence.assess(summary)}
+    assert "vat_vst beats its image twin image_st" not in goals and "std of every row" not in goals
+    assert "oracle mIoU" in goals
+
+
 def test_the_table_marks_each_goal_and_states_the_ceiling() -> None:
     summary = _summary()
     summary["goals"] = evidence.assess(summary)
