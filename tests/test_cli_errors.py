@@ -68,7 +68,7 @@ CASES = [
          "vsda-export: ckpt.pt: checkpoint not found", 1),
     Case("vsda-train source", lambda: import_module("vsda_train.cli").app, ["source", "--no-eval"],
          "vsda_train.phases.train_source", lambda: _config_error("data.source is empty: give a dataset spec"),
-         "error: data.source is empty: give a dataset spec", 1),
+         "error: data.source is empty: give a dataset spec", 2),  # a config value: the user's input
     Case("vsda-train eval", lambda: import_module("vsda_train.cli").app,
          ["eval", "--pred", "pred", "--gt", "cityscapes-vps:gt"], "vsda_train.cli.evaluate.evaluate_folder",
          lambda: DatasetError("pred/a.png: unknown class id(s) [20]"),
