@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,20 +105,41 @@ def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generat
 # --- deterministic, resumable data streams ---------------------------------------------
 
 
-class ClipBatchSampler(Sampler):
-    """Yield batches of ``(index, epoch)`` forever, in an order fixed by seed and epoch.
+class GlobalBatchSampler(Sampler):
+    """Yield batches of ``(index, key)`` forever; batch ``it`` is a function of the seed and ``it`` alone.
 
-    Starting at ``start_iter`` reproduces exactly the batches an uninterrupted run would
-    have drawn from that iteration on, which is what makes ``--resume`` exact. Under DDP
-    each rank takes its own slice of the global batch.
+    Subclasses give :meth:`global_batch`: the ``batch_size * world_size`` sample indices of
+    iteration ``it`` and the key that seeds their augmentation. Starting at ``start_iter``
+    reproduces exactly the batches an uninterrupted run would have drawn from that iteration
+    on, which is what makes ``--resume`` exact. Under DDP each rank takes its own slice.
     """
+
+    def __init__(self, batch_size: int, seed: int, start_iter: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.bs, self.seed, self.start, self.rank, self.world = batch_size, seed, start_iter, rank, world_size
+
+    def global_batch(self, it: int) -> tuple[Sequence[int], int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        it = self.start
+        while True:
+            batch, key = self.global_batch(it)
+            yield [(int(i), key) for i in batch[self.rank * self.bs:(self.rank + 1) * self.bs]]
+            it += 1
+
+    def __len__(self) -> int:  # infinite stream; DataLoader only needs a number
+        return 1 << 62
+
+
+class ClipBatchSampler(GlobalBatchSampler):
+    """Batches of ``(index, epoch)`` in an order fixed by seed and epoch (a seeded shuffle per epoch)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, start_iter: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         if n == 0:
             raise ValueError("ClipBatchSampler: the dataset has no samples")
-        self.n, self.bs, self.seed, self.start = n, batch_size, seed, start_iter
-        self.rank, self.world = rank, world_size
+        super().__init__(batch_size, seed, start_iter, rank, world_size)
+        self.n = n
         self.per_epoch = max(1, n // (batch_size * world_size))
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -126,18 +147,10 @@ class ClipBatchSampler(Sampler):
         reps = math.ceil(self.bs * self.world * self.per_epoch / self.n)
         return np.tile(order, reps)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        it = self.start
-        while True:
-            epoch, step = divmod(it, self.per_epoch)
-            order = self._epoch_order(epoch)
-            g = self.bs * self.world
-            batch = order[step * g:(step + 1) * g][self.rank * self.bs:(self.rank + 1) * self.bs]
-            yield [(int(i), epoch) for i in batch]
-            it += 1
-
-    def __len__(self) -> int:  # infinite stream; DataLoader only needs a number
-        return 1 << 62
+    def global_batch(self, it: int) -> tuple[Sequence[int], int]:
+        epoch, step = divmod(it, self.per_epoch)
+        g = self.bs * self.world
+        return self._epoch_order(epoch)[step * g:(step + 1) * g], epoch
 
 
 class TrainClips(Dataset):

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Sampler
 
 from vsda_deploy.data.base import DatasetError
 from vsda_train.config import ConfigError
+from vsda_train.engine import GlobalBatchSampler
 from vsda_train.flow import user_cache_dir
 
 
@@ -56,21 +56,20 @@ def samples_with_class(counts: np.ndarray, classes: Sequence[int], min_pixels: i
     return out
 
 
-class RareClassBatchSampler(Sampler):
-    """Yield batches of ``(index, draw)`` forever: a class by its RCS probability, then a sample of it.
+class RareClassBatchSampler(GlobalBatchSampler):
+    """Batches of ``(index, it)``: each sample drawn as a class by its RCS probability, then a sample of it.
 
-    Batch ``it`` depends only on ``(seed, it)``, so a resumed run draws exactly what an
-    uninterrupted one would; under DDP each rank takes its slice of the global batch. The
-    second element numbers the draw, which seeds the sample's augmentation.
+    The draw of iteration ``it`` depends only on ``(seed, it)`` (resume and DDP stay exact, see
+    :class:`~vsda_train.engine.GlobalBatchSampler`); ``it`` seeds the sample's augmentation.
     """
 
     def __init__(self, counts: np.ndarray, batch_size: int, seed: int, temperature: float,
                  min_pixels: int, start_iter: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(batch_size, seed, start_iter, rank, world_size)
         classes, prob = class_probabilities(counts.sum(0), temperature)
         self.pools = samples_with_class(counts, classes, min_pixels)
         keep = np.isin(classes, list(self.pools))  # a class no sample holds enough of is never drawn
         self.classes, self.prob = classes[keep], prob[keep] / prob[keep].sum()
-        self.bs, self.seed, self.start, self.rank, self.world = batch_size, seed, start_iter, rank, world_size
         self.temperature = temperature
 
     def draw(self, it: int) -> list[int]:
@@ -79,15 +78,8 @@ class RareClassBatchSampler(Sampler):
         drawn = rng.choice(self.classes, size=self.bs * self.world, p=self.prob)
         return [int(rng.choice(self.pools[int(c)])) for c in drawn]
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        it = self.start
-        while True:
-            batch = self.draw(it)[self.rank * self.bs:(self.rank + 1) * self.bs]
-            yield [(i, it) for i in batch]
-            it += 1
-
-    def __len__(self) -> int:  # infinite stream; DataLoader only needs a number
-        return 1 << 62
+    def global_batch(self, it: int) -> tuple[list[int], int]:
+        return self.draw(it), it
 
 
 def class_counts(clips: Any, num_classes: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -107,7 +99,7 @@ def class_counts(clips: Any, num_classes: int, size: tuple[int, int] | None = No
 def cached_class_counts(clips: Any, num_classes: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """Return :func:`class_counts`, read from or written to a cache keyed by the label files and size."""
     key = hashlib.sha1(repr((size, num_classes, [r.label_path for r in clips.records])).encode()).hexdigest()
-    path = _cache_folder(Path(clips.root)) / f"class_counts-{key[:16]}.npy"
+    path = user_cache_dir(Path(clips.root), ".vsda_cache", "class_counts") / f"class_counts-{key[:16]}.npy"
     if path.is_file():
         counts = np.load(path)
         if counts.shape == (len(clips.records), num_classes):
@@ -118,10 +110,6 @@ def cached_class_counts(clips: Any, num_classes: int, size: tuple[int, int] | No
     np.save(tmp, counts)
     os.replace(tmp, path)
     return counts
-
-
-def _cache_folder(root: Path) -> Path:
-    return user_cache_dir(root, ".vsda_cache", "class_counts")
 
 
 def expected_share(sampler: RareClassBatchSampler, counts: np.ndarray, iters: int) -> np.ndarray:
