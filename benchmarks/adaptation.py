@@ -7,7 +7,8 @@ Rows: source-only, source-only + photometric augmentation, image-level adversari
 filter), VST (the seed's video self-training), VST with a wider window at its twin's label budget
 (``WIDE_VST``), the mean-teacher phase 2 (``vst.teacher: ema``), its
 cross-frame variant (``vst.pseudo_from: previous``, as TPS labels), their image-level twin (no
-temporal filter), and the target oracle. Every run is the *last*
+temporal filter), and the target oracle, trained for as many segmenter updates as the longest chain
+(source + VAT + phase 2: ``chain_budget``). Every run is the *last*
 checkpoint of its schedule (no model selection on target labels). Runs already finished
 (``eval.json`` present) are reused, so an interrupted benchmark continues where it stopped. With
 ``--jobs N`` up to N runs train at once, each in its own process (one torch thread each is
@@ -41,7 +42,7 @@ LABELS = {
     "vst_wide": "VAT + VST, frames t±1 and t±5, twin's label budget",
     "mt": "VAT + mean teacher, filtered by time", "mt_tps": "VAT + mean teacher, cross-frame labels (TPS)",
     "mt_img": "VAT + mean teacher, image-level twin",
-    "oracle": "target oracle (target labels)",
+    "oracle": "target oracle (target labels, the chain's updates)",
 }
 # what each row starts from
 INIT = {"image_adv": "source_only", "vat": "source_only", "image_st": "vat", "vat_vst": "vat", "vst_wide": "vat",
@@ -59,10 +60,21 @@ SCHEDULE = ("source_only", "vat", "mt", "mt_tps", "vat_vst", "vst_wide", "mt_img
 WIDE_VST = {"neighbours": (-5, -1, 1, 5), "class_top_fraction": 0.7}
 
 
+def chain_budget(cfg: Any) -> int:
+    """Return the segmenter updates of the longest chain (source, VAT, phase 2): the oracle's length.
+
+    Trained for the source phase's length only, the oracle would have fewer updates than the rows it
+    bounds, and the gap it measures would mix target labels with training time."""
+    return sum(int(cfg.optim.phase_iters.get(phase, cfg.optim.iters)) for phase in ("source", "vat", "vst"))
+
+
 def row_config(row: str, cfg: Any) -> Any:
     """Return the config of ``row``: the base config with the row's method switched on."""
+    if row == "oracle":
+        optim = replace(cfg.optim, phase_iters={**cfg.optim.phase_iters, "source": chain_budget(cfg)})
+        return replace(cfg, optim=optim, source=replace(cfg.source, oracle=True, augment="none"))
     if PHASE[row] == "source":
-        return replace(cfg, source=replace(cfg.source, oracle=row == "oracle",
+        return replace(cfg, source=replace(cfg.source, oracle=False,
                                            augment="strong" if row == "source_aug" else "none"))
     if row == "image_adv":
         return replace(cfg, vat=replace(cfg.vat, video_disc=False, image_disc=True))
