@@ -185,8 +185,9 @@ class VSTConfig:
     occlusion_check: bool = True  # forward-backward check: occluded pixels do not vote
     time_first: bool = False  # class-balanced selection among temporally consistent pixels (filter, then select)
     time_rule: str = "filter"  # filter: a pixel a neighbour contradicts is dropped (the seed's); rank: each class
-    #                            keeps its top fraction of all its pixels, temporally consistent ones first
-    #                            (offline teacher only)
+    #                            keeps its top fraction of all its pixels, temporally consistent ones first;
+    #                            fuse: each pixel's softmax is averaged with its visible neighbours', warped
+    #                            by the flow, before the class top fraction (offline teacher only)
     tta_flip: bool = False  # pseudo labels from the mean softmax of the frame and its mirror image
     tta_scales: tuple[float, ...] = (1.0,)  # ... and of these rescaled copies (each mirrored too with tta_flip)
     augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
@@ -204,9 +205,9 @@ class VSTConfig:
         _choice("vst.teacher", self.teacher, ("offline", "ema"))
         _choice("vst.mix", self.mix, ("none", "class"))
         _choice("vst.pseudo_from", self.pseudo_from, ("current", "previous"))
-        _choice("vst.time_rule", self.time_rule, ("filter", "rank"))
-        if self.time_rule == "rank" and self.teacher != "offline":
-            raise ConfigError("vst.time_rule=rank: the offline teacher only (vst.teacher=offline)")
+        _choice("vst.time_rule", self.time_rule, ("filter", "rank", "fuse"))
+        if self.time_rule != "filter" and self.teacher != "offline":
+            raise ConfigError(f"vst.time_rule={self.time_rule}: the offline teacher only (vst.teacher=offline)")
         if not 0 <= self.ema_momentum < 1:
             raise ConfigError(f"vst.ema_momentum: expected a value in [0, 1), got {self.ema_momentum}")
         if not self.tta_scales or any(s <= 0 for s in self.tta_scales):

@@ -13,7 +13,9 @@ pixels the histogram counts (every prediction, or only the temporally consistent
 ``vst.time_rule: rank`` time orders instead of vetoing: each pixel's rank is its confidence
 level, raised by ``LEVELS`` where it is temporally consistent (:func:`time_ranks`), and the
 class-balanced top fraction is taken over these ranks, so every class keeps as many pixels as
-without time, the consistent ones first.
+without time, the consistent ones first. With ``vst.time_rule: fuse`` time adds evidence instead:
+each pixel's softmax is averaged with those of the neighbours that see it, warped by the flow
+(:func:`fuse_probs`), and the class-balanced top fraction is taken over the fused confidences.
 """
 
 from __future__ import annotations
@@ -92,6 +94,22 @@ def temporal_filter(label: np.ndarray, warped_neighbours: Sequence[np.ndarray],
     for warped, vote in zip(warped_neighbours, voting, strict=True):
         out[vote & (warped != label)] = IGNORE_INDEX
     return out
+
+
+def fuse_probs(probs: np.ndarray, warped_neighbours: Sequence[np.ndarray],
+               seen: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (class, confidence level) of each pixel from the mean of its softmax and its neighbours'.
+
+    ``probs`` is frame t's (H, W, C) softmax; ``warped_neighbours[i]`` is neighbour i's softmax warped
+    to frame t and ``seen[i]`` (bool, (H, W)) where it sees the pixel: a neighbour that does not see a
+    pixel takes no part in its mean.
+    """
+    total, count = probs.astype(np.float32), np.ones(probs.shape[:2], np.float32)
+    for warped, mask in zip(warped_neighbours, seen, strict=True):
+        total += warped * mask[..., None]
+        count += mask
+    mean = total / count[..., None]
+    return mean.argmax(2).astype(np.uint8), quantise(mean.max(2))
 
 
 class PseudoLabelStats:

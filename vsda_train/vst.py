@@ -10,7 +10,9 @@ ranks; each file is written by one rank only.
    optical flow; occluded or out-of-view pixels do not vote). ``<folder>/raw/<name>.npy`` keeps
    (label, consistent label, level), 3 bytes a pixel; the per-class confidence histogram counts
    the raw labels, or with ``vst.time_first`` the consistent ones; with ``vst.time_rule: rank`` it
-   counts every raw label at its time rank (consistent pixels above all others).
+   counts every raw label at its time rank (consistent pixels above all others); with
+   ``vst.time_rule: fuse`` the class and level are those of the softmax averaged with the visible
+   neighbours' warped softmax, and the consistent label is that fused class.
 2. The histograms are summed over the ranks: every rank takes the same class-balanced thresholds.
 3. Label (each rank, its videos): confident and consistent pixels keep their class -> ``<name>.png``.
 4. The statistics are summed over the ranks; rank 0 writes ``stats.json`` and removes ``raw/``.
@@ -23,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from vsda_train.pseudo_labels import (
     LEVELS,
     ConfidenceHistogram,
     PseudoLabelStats,
+    fuse_probs,
     min_level,
     quantise,
     select_confident,
@@ -107,17 +110,24 @@ def shard(videos: Sequence[str], rank: int, world: int) -> list[str]:
 
 
 class FrameWindow:
-    """Frames of one video at the training size and their predictions, computed once and forgotten behind t."""
+    """Frames of one video at the training size and their predictions, computed once and forgotten behind t.
 
-    def __init__(self, clips: ScaledClips, plan: VideoPlan, predict: Any) -> None:
-        self.clips, self.plan, self.predict = clips, plan, predict
+    With ``keep_probs`` (``vst.time_rule: fuse``) each frame's softmax is kept too, (H, W, C) float32.
+    """
+
+    def __init__(self, clips: ScaledClips, plan: VideoPlan, predict: Any, keep_probs: bool = False) -> None:
+        self.clips, self.plan, self.predict, self.keep_probs = clips, plan, predict, keep_probs
         self.items: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # index -> frame, label, level
+        self.probs: dict[int, np.ndarray] = {}  # index -> softmax (H, W, C), with keep_probs
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if index not in self.items:
             frame = resize_frame(self.clips.clips.read_frame(self.plan.frames[index]), self.clips.size)
-            conf, label = self.predict(frame).max(0)
+            probs = self.predict(frame)
+            conf, label = probs.max(0)
             self.items[index] = frame, label.numpy().astype(np.uint8), quantise(conf.numpy())
+            if self.keep_probs:
+                self.probs[index] = probs.permute(1, 2, 0).numpy()
         return self.items[index]
 
     def key(self, index: int) -> str:
@@ -126,26 +136,48 @@ class FrameWindow:
     def forget_before(self, index: int) -> None:
         for i in [i for i in self.items if i < index]:
             del self.items[i]
+            self.probs.pop(i, None)
 
 
-def consistent_label(window: FrameWindow, t: int, cfg: Any, flow: Any) -> np.ndarray:
-    """Return the label of frame ``t`` with 255 where a visible neighbour's prediction disagrees."""
-    frame_t, label, _ = window[t]
-    if not cfg.vst.temporal_filter:
-        return label
-    warped, votes = [], []
+def visible_neighbours(window: FrameWindow, t: int, cfg: Any, flow: Any) -> Iterator[tuple[int, np.ndarray,
+                                                                                          np.ndarray]]:
+    """Yield ``(n, flow_tn, visible)`` for each neighbour n of frame ``t`` in its video: the flow taking a
+    pixel of t to where it is in n, and where n sees it (in view; not occluded, with ``vst.occlusion_check``)."""
+    frame_t = window[t][0]
     for offset in cfg.vst.neighbours:
         n = t + offset * cfg.data.k
         if n not in window.plan.frames:
             continue
-        frame_n, label_n, _ = window[n]
-        flow_tn = flow(window.key(t), window.key(n), frame_t, frame_n)  # pixel of t -> where it is in n
-        label_w, valid = warp(label_n, flow_tn, nearest=True)
+        frame_n = window[n][0]
+        flow_tn = flow(window.key(t), window.key(n), frame_t, frame_n)
+        h, w = flow_tn.shape[:2]
+        gx, gy = flow_tn[..., 0] + np.arange(w), flow_tn[..., 1] + np.arange(h)[:, None]
+        visible = (gx >= 0) & (gx <= w - 1) & (gy >= 0) & (gy <= h - 1)
         if cfg.vst.occlusion_check:
-            valid &= ~occlusion_mask(flow(window.key(n), window.key(t), frame_n, frame_t), flow_tn)
-        warped.append(label_w)
-        votes.append(valid)
+            visible &= ~occlusion_mask(flow(window.key(n), window.key(t), frame_n, frame_t), flow_tn)
+        yield n, flow_tn, visible
+
+
+def consistent_label(window: FrameWindow, t: int, cfg: Any, flow: Any) -> np.ndarray:
+    """Return the label of frame ``t`` with 255 where a visible neighbour's prediction disagrees."""
+    label = window[t][1]
+    if not cfg.vst.temporal_filter:
+        return label
+    warped, votes = [], []
+    for n, flow_tn, visible in visible_neighbours(window, t, cfg, flow):
+        warped.append(warp(window[n][1], flow_tn, nearest=True)[0])
+        votes.append(visible)
     return temporal_filter(label, warped, votes)
+
+
+def fused_label(window: FrameWindow, t: int, cfg: Any, flow: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return (class, confidence level) of frame ``t`` from its softmax averaged, pixel by pixel, with the
+    softmax of each neighbour that sees the pixel, warped onto t by the flow (``vst.time_rule: fuse``)."""
+    warped, seen = [], []
+    for n, flow_tn, visible in visible_neighbours(window, t, cfg, flow):
+        warped.append(warp(window.probs[n], flow_tn)[0])
+        seen.append(visible)
+    return fuse_probs(window.probs[t], warped, seen)
 
 
 def raw_path(folder: Path, name: str) -> Path:
@@ -160,14 +192,21 @@ def predict_video(window: FrameWindow, cfg: Any, flow: Any, folder: Path, hist: 
     reach = min(0, *cfg.vst.neighbours) * cfg.data.k
     for t, name in sorted(window.plan.labelled.items()):
         _, label, level = window[t]
-        consistent = consistent_label(window, t, cfg, flow)
-        if rank:
-            hist.update(time_ranks(label, consistent, level), label)
+        if fused(cfg):  # the fused class in place of the consistent one, at the fused confidence
+            consistent, level = fused_label(window, t, cfg, flow)
+            hist.update(level, consistent)
         else:
-            hist.update(level, consistent if time_first else label)
+            consistent = consistent_label(window, t, cfg, flow)
+            hist.update(*((time_ranks(label, consistent, level), label) if rank
+                          else (level, consistent if time_first else label)))
         _atomic_npy(raw_path(folder, name), np.stack([label, consistent, level]))
         window.forget_before(t + reach)
         on_frame()
+
+
+def fused(cfg: Any) -> bool:
+    """Return whether time fuses the predictions (``vst.time_rule: fuse``) rather than vetoing pixels."""
+    return cfg.vst.temporal_filter and cfg.vst.time_rule == "fuse"
 
 
 def ranked(cfg: Any) -> bool:
@@ -192,7 +231,8 @@ def label_video(plan: VideoPlan, folder: Path, thresholds: np.ndarray, stats: Ps
         label, consistent, level = np.load(raw_path(folder, name))
         kept = select(label, consistent, level, thresholds, cfg)
         _atomic_png(folder / name, kept)
-        stats.update(label, kept, oracle(name, kept.shape) if oracle else None)
+        raw = consistent if fused(cfg) else label  # what the class top fraction was taken of
+        stats.update(raw, kept, oracle(name, kept.shape) if oracle else None)
 
 
 # --- the whole pass -----------------------------------------------------------------------
@@ -215,7 +255,8 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     hist = ConfidenceHistogram(space.num_classes, 2 * LEVELS if ranked(cfg) else LEVELS)
     with _Progress(run, plans, mine, train, folder) as progress:
         for video in mine:
-            predict_video(FrameWindow(universe, plans[video], predict), cfg, flow, folder, hist, progress.advance)
+            window = FrameWindow(universe, plans[video], predict, keep_probs=fused(cfg))
+            predict_video(window, cfg, flow, folder, hist, progress.advance)
     _barrier(info)
     hist.counts = _sum_over_ranks(hist.counts, info)
     thresholds = hist.thresholds(cfg.vst.class_top_fraction, 0.0 if ranked(cfg) else cfg.vst.min_confidence)

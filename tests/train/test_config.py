@@ -29,6 +29,7 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
      (["vst.tta_scales=[]"], "vst.tta_scales: expected one or more positive scales"),
      (["vst.tta_scales=[1.0,0]"], "vst.tta_scales: expected one or more positive scales"),
      (["vst.time_rule=rank", "vst.teacher=ema"], "vst.time_rule=rank: the offline teacher only"),
+     (["vst.time_rule=fuse", "vst.teacher=ema"], "vst.time_rule=fuse: the offline teacher only"),
      (["vst.time_rule=vote"], "vst.time_rule"),
      (["data.rcs_temperature=-1"], "data.rcs_temperature")],
 )

@@ -197,6 +197,31 @@ def test_rank_rule_keeps_each_class_as_many_pixels_as_its_image_twin(synth: Path
         assert np.array_equal(lab[on], every[name][on])  # the kept pixels carry the model's own class
 
 
+def test_fuse_rule_keeps_each_class_its_image_twins_budget(synth: Path, tmp_path: Path) -> None:
+    """vst.time_rule=fuse: the class top fraction is taken over the fused confidences, so every class keeps
+    at least that share of its (fused) pixels, more only on confidence ties, and the whole set keeps the
+    twin's share; with no neighbour in reach the fused labels are the twin's."""
+    import cv2
+
+    from vsda_train import phases
+    from vsda_train.vst import make_pseudo_labels
+
+    cfg_path = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs")
+
+    def labels(name: str, sets: list[str]) -> tuple[dict, dict[str, np.ndarray]]:
+        folder = tmp_path / name
+        stats = make_pseudo_labels(phases.build_run(load_config(cfg_path, [f"run.name={name}", *sets]), "vst"), folder)
+        return stats, {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))}
+
+    image, image_labels = labels("image", ["vst.temporal_filter=false", "vst.class_top_fraction=0.5"])
+    fused, fused_labels = labels("fuse", ["vst.time_rule=fuse", "vst.class_top_fraction=0.5"])
+    assert all(f is None or f >= 50.0 for f in fused["kept_fraction_per_class"].values())
+    assert fused["kept_fraction"] == pytest.approx(image["kept_fraction"], abs=3.0)
+    assert any(not np.array_equal(a, b) for a, b in zip(image_labels.values(), fused_labels.values(), strict=True))
+    _, far = labels("far", ["vst.time_rule=fuse", "vst.class_top_fraction=0.5", "vst.neighbours=[1000]"])
+    assert all(np.array_equal(a, b) for a, b in zip(far.values(), image_labels.values(), strict=True))
+
+
 def test_vst_lr_is_one_poly_schedule_over_all_rounds(synth: Path, tmp_path: Path, monkeypatch) -> None:
     """Two rounds of two iterations: the LR keeps decaying into round 2 (no restart at each round's end)."""
     from vsda_train.phases import train_source, train_vst

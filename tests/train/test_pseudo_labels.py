@@ -7,6 +7,7 @@ from vsda_train.pseudo_labels import (
     LEVELS,
     ConfidenceHistogram,
     PseudoLabelStats,
+    fuse_probs,
     quantise,
     select_confident,
     temporal_filter,
@@ -70,6 +71,22 @@ def test_temporal_filter_disagreeing_neighbour_and_occlusion() -> None:
     next_votes = np.ones_like(prev_votes)
     out = temporal_filter(label, [prev_warped, next_warped], [prev_votes, next_votes])
     assert out.tolist() == [[1, 255, 2, 2]]
+
+
+def test_fused_class_is_the_mean_over_the_frames_that_see_the_pixel() -> None:
+    """Two classes, three pixels, neighbours t-1 and t+1 (softmaxes already warped to t)."""
+    own = np.array([[[0.6, 0.4], [0.8, 0.2], [0.9, 0.1]]], np.float32)
+    prev = np.array([[[0.2, 0.8], [0.0, 1.0], [0.1, 0.9]]], np.float32)
+    nxt = np.array([[[0.1, 0.9], [0.0, 1.0], [0.3, 0.7]]], np.float32)
+    prev_seen = np.array([[True, False, True]])  # pixel 1: occluded in t-1
+    next_seen = np.array([[True, False, False]])  # pixel 2: out of view in t+1
+    label, level = fuse_probs(own, [prev, nxt], [prev_seen, next_seen])
+    # pixel 0: (0.6 + 0.2 + 0.1) / 3 = 0.3 -> class 1 at 0.7; pixel 1: its own 0.8 for class 0;
+    # pixel 2: (0.9 + 0.1) / 2 = 0.5 for each class -> the first, class 0, at 0.5
+    assert label.tolist() == [[1, 0, 0]]
+    assert level.tolist() == [[round(0.7 * 255), round(0.8 * 255), round(0.5 * 255)]]
+    alone, alone_level = fuse_probs(own, [], [])
+    assert alone.tolist() == [[0, 0, 0]] and alone_level.tolist() == quantise(own.max(2)).tolist()
 
 
 def test_selection_and_temporal_filter_commute() -> None:
