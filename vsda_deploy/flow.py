@@ -38,16 +38,32 @@ def dis_flow(frame_t: np.ndarray, frame_prev: np.ndarray, preset: str = "medium"
     return dis.calc(_gray(frame_t), _gray(frame_prev), None)
 
 
+def source_coords(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(map_x, map_y)``: where each pixel of frame t lies in the other frame, by ``flow``."""
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return gx + flow[..., 0], gy + flow[..., 1]
+
+
+def inside(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """Return a bool mask of the source coordinates that lie inside the (equally sized) other frame."""
+    h, w = map_x.shape
+    return (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+
+
+def in_view(flow: np.ndarray) -> np.ndarray:
+    """Return a bool (H, W) mask of the pixels of frame t that ``flow`` keeps inside the other frame."""
+    return inside(*source_coords(flow))
+
+
 def warp(data: np.ndarray, flow: np.ndarray, nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(warped, valid)``: ``data`` of frame t-k backward-warped onto frame t.
 
     ``data`` is (H, W) or (H, W, C); labels need ``nearest=True``. ``valid`` is a bool
     (H, W) mask of pixels whose source lies inside frame t-k.
     """
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    map_x, map_y = gx + flow[..., 0], gy + flow[..., 1]
-    valid = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+    map_x, map_y = source_coords(flow)
+    valid = inside(map_x, map_y)
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     src = data
     if data.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):

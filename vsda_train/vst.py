@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vsda_deploy.flow import occlusion_mask, warp
+from vsda_deploy.flow import in_view, occlusion_mask, warp
 from vsda_deploy.labels import IGNORE_INDEX, get_label_space
 from vsda_deploy.preprocess import IMAGENET, Normalization, resize_frame, resize_label
 from vsda_train.clips import ScaledClips, dataset_flow, domain_clips
@@ -150,9 +150,7 @@ def visible_neighbours(window: FrameWindow, t: int, cfg: Any, flow: Any) -> Iter
             continue
         frame_n = window[n][0]
         flow_tn = flow(window.key(t), window.key(n), frame_t, frame_n)
-        h, w = flow_tn.shape[:2]
-        gx, gy = flow_tn[..., 0] + np.arange(w), flow_tn[..., 1] + np.arange(h)[:, None]
-        visible = (gx >= 0) & (gx <= w - 1) & (gy >= 0) & (gy <= h - 1)
+        visible = in_view(flow_tn)
         if cfg.vst.occlusion_check:
             visible &= ~occlusion_mask(flow(window.key(n), window.key(t), frame_n, frame_t), flow_tn)
         yield n, flow_tn, visible
