@@ -74,6 +74,20 @@ def test_same_seed_gives_byte_identical_labels(data: Path, tmp_path: Path) -> No
     assert changed > len(first) // 2
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path: Path) -> None:
+    # clips rendered in 2 spawned processes, more clips than the look-ahead of 4: every file
+    # (images, labels, JSONs, videos, contact sheet, summary) equals the single-process tree's
+    config = SynthConfig(**{**TINY.__dict__, "source_clips": 6})
+    generate(tmp_path / "one", config)
+    generate(tmp_path / "two", config, workers=2)
+    one = {p.relative_to(tmp_path / "one"): p.read_bytes()
+           for p in sorted((tmp_path / "one").rglob("*")) if p.is_file()}
+    two = {p.relative_to(tmp_path / "two"): p.read_bytes()
+           for p in sorted((tmp_path / "two").rglob("*")) if p.is_file()}
+    assert len(one) > 6 * 10 * 3 and one.keys() == two.keys()
+    assert [k for k in one if one[k] != two[k]] == []
+
+
 def test_refuses_non_empty_output_without_force(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match=f"^{tmp_path}: .*--force"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def synth(
                                          "labelled)"),
     frames: int = typer.Option(_D.frames, help="frames per clip"),
     force: bool = typer.Option(False, "--force", help="overwrite the benchmark files in a non-empty OUT"),
+    workers: int = typer.Option(len(os.sched_getaffinity(0)), min=1,
+                                help="processes rendering clips (default: one per core); the files do not "
+                                     "depend on it"),
 ) -> None:
     """Generate the synthetic sim-to-real video benchmark (source: VIPER format, target: Cityscapes-VPS)."""
     console = Console(stderr=True)
@@ -48,7 +52,8 @@ def synth(
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("synth", total=total_frames(config))
-            summary = generate(out, config, force=force, on_frame=lambda: progress.advance(task))
+            summary = generate(out, config, force=force, on_frame=lambda: progress.advance(task),
+                               workers=workers)
     except (VsdaError, OSError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None

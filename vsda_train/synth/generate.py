@@ -10,13 +10,16 @@ frame labelled. ``OUT/oracle``: a Cityscapes-Seq tree of the target-train clips 
 frame labelled, for oracle runs and pseudo-label accuracy only. ``OUT/videos``: the
 target-val clips as .mp4. ``OUT/contact_sheet.png`` and ``OUT/summary.json``. Each clip draws
 from its own generator seeded by ``(seed, domain, split, clip)``, so a seed fixes every byte
-of the label files.
+of the label files, however many worker processes render the clips.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +102,53 @@ def render_clip(config: SynthConfig, domain: str, rng: np.random.Generator) -> I
         yield Frame(rgb, geom.semantic(), geom.instance(), hood)
 
 
+ClipJob = tuple[SynthConfig, str, str, int]  # config, domain, split, clip
+
+
+def render_job(job: ClipJob) -> list[Frame]:
+    """Return every frame of one clip (what a worker process runs)."""
+    config, domain, split, clip = job
+    return list(render_clip(config, domain, clip_rng(config.seed, domain, split, clip)))
+
+
+def _quiet_worker() -> None:
+    """One OpenCV thread per worker: the workers share the cores."""
+    cv2.setNumThreads(1)
+
+
+class ClipRenderer:
+    """Renders clips in ``workers`` spawned processes (in this one for ``workers <= 1``), a few ahead."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+        self._pool: Executor | None = None
+
+    def __enter__(self) -> ClipRenderer:
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_quiet_worker)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def clips(self, config: SynthConfig, domain: str, split: str, clips: int) -> Iterator[list[Frame]]:
+        """Yield the frames of clips ``0..clips-1`` of ``domain``/``split`` in order."""
+        jobs = ((config, domain, split, k) for k in range(clips))
+        if self._pool is None:
+            yield from map(render_job, jobs)
+            return
+        ahead: deque[Future[list[Frame]]] = deque()
+        for job in jobs:
+            ahead.append(self._pool.submit(render_job, job))
+            if len(ahead) > 2 * self.workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
 def total_frames(config: SynthConfig) -> int:
     """Return how many frames ``generate`` renders."""
     c = config
@@ -122,16 +172,20 @@ def prepare_output(out: Path, force: bool) -> None:
 
 
 def generate(out: str | Path, config: SynthConfig | None = None, force: bool = False,
-             on_frame: Callable[[], None] | None = None) -> dict:
-    """Write the benchmark to ``out`` and return its summary (also written to ``out/summary.json``)."""
+             on_frame: Callable[[], None] | None = None, workers: int = 1) -> dict:
+    """Write the benchmark to ``out`` and return its summary (also written to ``out/summary.json``).
+
+    ``workers`` processes render clips while this one writes them; the files do not depend on it.
+    """
     config = config or SynthConfig()
     out = Path(out)
     prepare_output(out, force)
     tick = on_frame or (lambda: None)
     counters = {k: ClassCounter() for k in ("source_train", "source_val", "target_train", "target_val")}
     sheet: dict[str, list[Frame]] = {"source": [], "target": []}
-    _write_source(out, config, counters, sheet["source"], tick)
-    labelled, videos = _write_target(out, config, counters, sheet["target"], tick)
+    with ClipRenderer(workers) as renderer:
+        _write_source(out, config, counters, sheet["source"], tick, renderer)
+        labelled, videos = _write_target(out, config, counters, sheet["target"], tick, renderer)
     _write_sheet(out / "contact_sheet.png", sheet)
     summary = _summary(config, counters, labelled, videos)
     dump_json(out / "summary.json", summary)
@@ -139,11 +193,11 @@ def generate(out: str | Path, config: SynthConfig | None = None, force: bool = F
 
 
 def _write_source(out: Path, config: SynthConfig, counters: dict[str, ClassCounter], sheet: list[Frame],
-                  tick: Callable[[], None]) -> None:
+                  tick: Callable[[], None], renderer: ClipRenderer) -> None:
     """Write the VIPER tree ``out/source`` (train and val clips, every frame labelled)."""
     for split, clips in (("train", config.source_clips), ("val", config.source_val_clips)):
-        for k in range(clips):
-            for t, fr in enumerate(render_clip(config, "source", clip_rng(config.seed, "source", split, k))):
+        for k, frames in enumerate(renderer.clips(config, "source", split, clips)):
+            for t, fr in enumerate(frames):
                 W.write_viper_frame(out / "source", split, k + 1, t, fr.rgb, fr.semantic, fr.instance,
                                     fr.hood)
                 counters[f"source_{split}"].add(fr.semantic)
@@ -176,7 +230,7 @@ def labelled_positions(config: SynthConfig) -> tuple[list[int], int]:
 
 
 def _write_target(out: Path, config: SynthConfig, counters: dict[str, ClassCounter], sheet: list[Frame],
-                  tick: Callable[[], None]) -> tuple[dict[str, int], list[str]]:
+                  tick: Callable[[], None], renderer: ClipRenderer) -> tuple[dict[str, int], list[str]]:
     """Write the Cityscapes frames and 20th-frame labels, ``out/target``, ``out/oracle`` and the val videos."""
     positions, cityscapes_pos = labelled_positions(config)
     target, ids = out / "target", W.PanopticVideoIds(config.seed)
@@ -185,13 +239,13 @@ def _write_target(out: Path, config: SynthConfig, counters: dict[str, ClassCount
     all_info: list[dict] = []
     videos, labelled, count, g = [], {"train": 0, "val": 0}, 0, 0
     for split, clips in (("train", config.target_train_clips), ("val", config.target_val_clips)):
-        for k in range(clips):
+        for k, frames in enumerate(renderer.clips(config, "target", split, clips)):
             clip, g = TargetClip.of(config, g), g + 1
             ids.new_video()
             objects = W.ObjectNumbers()
             video = W.ClipVideo(out / "videos" / f"val_{k + 1:04d}.mp4", config.fps, config.width,
                                 config.height) if split == "val" else None
-            for t, fr in enumerate(render_clip(config, "target", clip_rng(config.seed, "target", split, k))):
+            for t, fr in enumerate(frames):
                 name = W.cityscapes_name(clip.city, clip.seq, clip.first + t)
                 frame = W.write_sequence_frame(out, "val", clip.city, name, fr.rgb)
                 counters[f"target_{split}"].add(fr.semantic)
