@@ -276,6 +276,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             value = yaml.safe_load(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is not Any:
+            return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if hint is bool:
         if isinstance(value, str):
@@ -316,6 +319,14 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
     return _build(TrainConfig, data or {}, where)
 
 
+def _yaml_value(text: str, where: str) -> Any:
+    """Return ``text`` read as one YAML value (``32`` -> 32, ``[1, 2]`` -> list, ``abc`` -> 'abc')."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not a YAML value: {text!r} ({e.problem})") from None
+
+
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Return ``cfg`` with ``section.key=value`` overrides applied."""
     data = cfg.to_dict()
@@ -329,6 +340,9 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"--set {key}: unknown section {p!r}")
             node = node[p]
+        if len(parents) > 1:  # an entry of a mapping field (model.kwargs.width=32): any key, a YAML value
+            node[leaf] = _yaml_value(value, f"--set {key}")
+            continue
         if leaf not in node:
             raise ConfigError(f"--set {key}: unknown key {leaf!r}; valid: {sorted(node)}")
         node[leaf] = value

@@ -22,6 +22,16 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
     assert load_config(tmp_path / "back.yaml") == cfg
 
 
+def test_overrides_reach_into_mapping_fields() -> None:
+    # model.kwargs is free-form (a YAML value per key, new keys allowed); phase_iters holds ints
+    cfg = load_config("configs/synth_edge.yaml", ["model.kwargs.width=32", "model.kwargs.extra=[1, 2]",
+                                                  "optim.phase_iters.vst=250", "optim.phase_iters={vat: '40'}"])
+    assert cfg.model.kwargs == {"width": 32, "extra": [1, 2]}
+    assert cfg.optim.phase_iters == {"vat": 40}
+    cfg = load_config("configs/synth_edge.yaml", ["optim.phase_iters.vst=250"])
+    assert cfg.optim.phase_iters == {"source": 1500, "vat": 1000, "vst": 250}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [(["optim.lrr=1"], "unknown key 'lrr'"), (["optimx.lr=1"], "unknown section"),
@@ -31,7 +41,9 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
      (["vst.time_rule=rank", "vst.teacher=ema"], "vst.time_rule=rank: the offline teacher only"),
      (["vst.time_rule=fuse", "vst.teacher=ema"], "vst.time_rule=fuse: the offline teacher only"),
      (["vst.time_rule=vote"], "vst.time_rule"),
-     (["data.rcs_temperature=-1"], "data.rcs_temperature")],
+     (["data.rcs_temperature=-1"], "data.rcs_temperature"),
+     (["optim.phase_iters.vst=many"], r"optim.phase_iters.vst: expected int"),
+     (["model.kwargs.width=[1"], "--set model.kwargs.width: not a YAML value")],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

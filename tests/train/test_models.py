@@ -100,8 +100,10 @@ def test_bad_options_are_named() -> None:
         create_model("ddrnet23_slim", 19, depth=50)
     with pytest.raises(ValueError, match="num_classes must be a positive int"):
         create_model("deeplabv2_r18", 0)
-    with pytest.raises(ValueError, match="width must be >= 1"):
+    with pytest.raises(ValueError, match="width must be an integer >= 1, got 0"):
         create_model("ddrnet23_slim", 19, width=0)
+    with pytest.raises(ValueError, match="width must be an integer >= 1, got '32'"):
+        create_model("ddrnet23_slim", 19, width="32")
 
 
 def test_config_rebuilds_the_same_architecture() -> None:

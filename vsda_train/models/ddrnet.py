@@ -185,8 +185,8 @@ class DDRNet(SegmentationModel):
     def __init__(self, name: str, num_classes: int, width: int, spp_planes: int, head_planes: int,
                  aux_head: bool = True) -> None:
         for option, value in (("width", width), ("spp_planes", spp_planes), ("head_planes", head_planes)):
-            if value < 1:
-                raise ConfigError(f"model {name!r}: {option} must be >= 1, got {value}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model {name!r}: {option} must be an integer >= 1, got {value!r}")
         super().__init__(name, num_classes, width=width, aux_head=aux_head)
         self.backbone = DualResolutionBackbone(width)
         self.context = DAPPM(16 * width, spp_planes, 4 * width)
