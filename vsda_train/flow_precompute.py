@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from vsda_deploy.preprocess import resize_frame
+from vsda_train.cores import usable_cores
 from vsda_train.flow import DISFlowCache
 from vsda_train.flow_pairs import FlowPass, Pair, PassPlan, estimate_line, plan_pass
 
@@ -135,11 +136,6 @@ def _run_chunk(source: int, chunk: tuple[Pair, ...]) -> ChunkResult:
     return _FILLER(source, chunk)
 
 
-def usable_cores() -> int:
-    """Return the cores this process may run on (its CPU affinity: a SLURM allocation, not the node)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 # --- the parent side ----------------------------------------------------------------------------
 
 
@@ -218,4 +214,4 @@ def fill_cache(passes: list[FlowPass], workers: int = 1, shard: tuple[int, int] 
         return [fill_pass(i, plan, run, workers, report, estimate_only) for i, plan in enumerate(plans)]
 
 
-__all__ = ["ChunkResult", "FillReport", "FillStats", "PairFiller", "SilentReport", "fill_cache", "usable_cores"]
+__all__ = ["ChunkResult", "FillReport", "FillStats", "PairFiller", "SilentReport", "fill_cache"]

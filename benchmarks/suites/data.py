@@ -282,8 +282,9 @@ def build_tree(root: Path, sizes: Sizes) -> dict[str, float]:
 
 def prefill_flow(cfg: Any, workers: int = 0) -> dict[str, float]:
     """Fill the flow cache of both domains with ``vsda-train flow``'s code (``workers`` 0: one per core)."""
+    from vsda_train.cores import usable_cores
     from vsda_train.flow_pairs import config_passes
-    from vsda_train.flow_precompute import fill_cache, usable_cores
+    from vsda_train.flow_precompute import fill_cache
 
     stats = fill_cache(config_passes(cfg, "both"), workers=workers or usable_cores())
     return {"pairs": sum(s.computed for s in stats), "seconds": sum(s.seconds for s in stats)}

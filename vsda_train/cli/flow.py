@@ -145,8 +145,9 @@ def flow(
     estimate: bool = typer.Option(False, "--estimate", help="stop once the estimate line is printed"),
 ) -> None:
     """Fill the optical-flow cache training reads, skipping pairs already cached; print an estimate first."""
+    from vsda_train.cores import usable_cores
     from vsda_train.flow_pairs import parse_shard
-    from vsda_train.flow_precompute import fill_cache, usable_cores
+    from vsda_train.flow_precompute import fill_cache
 
     given = [name for name, value in zip(PLAIN_ONLY, (k, preset, cache, scale, labelled or None, resize))
              if value is not None]

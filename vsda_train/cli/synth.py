@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from vsda_deploy.errors import VsdaError
 from vsda_deploy.options import OptionError, parse_hw
+from vsda_train.cores import usable_cores
 from vsda_train.synth import SynthConfig, generate, total_frames
 
 _D = SynthConfig()
@@ -32,9 +32,8 @@ def synth(
                                          "labelled)"),
     frames: int = typer.Option(_D.frames, help="frames per clip"),
     force: bool = typer.Option(False, "--force", help="overwrite the benchmark files in a non-empty OUT"),
-    workers: int = typer.Option(len(os.sched_getaffinity(0)), min=1,
-                                help="processes rendering clips (default: one per core); the files do not "
-                                     "depend on it"),
+    workers: int = typer.Option(0, min=0, help="processes rendering clips (0: one per usable core); the "
+                                "files do not depend on it"),
 ) -> None:
     """Generate the synthetic sim-to-real video benchmark (source: VIPER format, target: Cityscapes-VPS)."""
     console = Console(stderr=True)
@@ -53,7 +52,7 @@ def synth(
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("synth", total=total_frames(config))
             summary = generate(out, config, force=force, on_frame=lambda: progress.advance(task),
-                               workers=workers)
+                               workers=workers or usable_cores())
     except (VsdaError, OSError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
