@@ -115,17 +115,19 @@ class PairFiller:
 _FILLER: PairFiller | None = None
 
 
-def _init_worker(sources: list[tuple[Callable[[], Any], DISFlowCache]], threads: int) -> None:
+def _init_worker(sources: list[tuple[Callable[[], Any], DISFlowCache]], threads: int, parent: int) -> None:
     global _FILLER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the pool
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     cv2.setNumThreads(threads)
     _FILLER = PairFiller(sources)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Exit this worker once its parent is gone (killed: it could not stop the pool, and idle workers
-    would wait for chunks forever). A write in progress leaves only a temp file."""
+    """Exit this worker once ``parent`` (the pid that started the pool) is gone (killed: it could not
+    stop the pool, and idle workers would wait for chunks forever). A write in progress leaves only a
+    temp file. The pid comes from the parent itself: a worker that reads ``getppid()`` after the parent
+    died would read its new parent's and never exit."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
@@ -155,7 +157,7 @@ def chunk_runner(passes: list[FlowPass], workers: int) -> Iterator[ChunkRunner]:
         return
     threads = max(1, usable_cores() // workers)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                               initargs=(sources, threads))
+                               initargs=(sources, threads, os.getpid()))
     try:
         yield lambda source, chunks: _windowed(pool, source, chunks, 2 * workers)
     finally:
