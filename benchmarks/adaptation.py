@@ -30,6 +30,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks import evidence
 from benchmarks.suite import result_stem
 
@@ -174,7 +176,27 @@ def markdown(summary: dict) -> str:
                            for c, s in sizes.items())
         lines += ["", f"Val thing instances, median area and share under {evidence.SMALL_AREA} pixels (at most "
                   f"2 x 2 logits of a stride-8 model): {listed}."]
+    fates = summary.get("checks", {}).get("oracle_thing_fates")
+    if fates:
+        lines += ["", _fates_line(fates)]
     return "\n".join(lines)
+
+
+def _fates_line(fates: dict) -> str:
+    """Say, per thing class, what share of the large val instances the oracle's components match."""
+    words = {"match": "matched", "merged": "merged with a neighbour", "partial": "partial", "missed": "missed",
+             "other": "spilling over"}
+    def shares(counts: dict[str, int]) -> str:
+        total = sum(counts.values())
+        return ", ".join(f"{100 * n / total:.0f} % {words[f]}" for f, n in counts.items() if n)
+
+    truth = fates.get("ground_truth", {})
+    per_class = [f"{cls} ({sum(counts.values())}): {shares(counts)}"
+                 + (f" (ground truth: {shares(truth[cls])})" if cls in truth else "")
+                 for cls, counts in fates["classes"].items()]
+    return (f"What the panoptic step makes of the seed-{fates['seed']} oracle's prediction, and of the "
+            f"ground-truth semantics, for each val thing instance of at least {fates['min_area']} pixels "
+            "(one whole logit; a match is IoU > 0.5 in its frame): " + "; ".join(per_class) + ".")
 
 
 def _task(row: str, seed: int, config: str, overrides: list[str], out_dir: str) -> dict:
@@ -219,8 +241,18 @@ def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
     return summarise({r: [done[(r, s)] for s in seeds] for r in rows}, seeds)
 
 
-def add_evidence(summary: dict, config: str, overrides: list[str]) -> None:
-    """Add the panoptic ceiling and the colour check of the val data to the checks, then the goals."""
+def checkpoint_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Return ``predict(rgb) -> train-id map`` of a checkpoint, at its eval size, as its eval ran."""
+    from vsda_train.evaluate import checkpoint_inputs, load_model, predictor
+
+    model, ckpt = load_model(path)
+    size, norm = checkpoint_inputs(ckpt)
+    return predictor(model, size=size, norm=norm)
+
+
+def add_evidence(summary: dict, config: str, overrides: list[str], runs: Path | None = None) -> None:
+    """Add the panoptic ceiling, the thing sizes, the oracle's thing fates (first seed, from ``runs``)
+    and the colour check of the val data to the checks, then the goals."""
     from vsda_train.config import load_config
 
     data = load_config(config, overrides).data
@@ -229,6 +261,12 @@ def add_evidence(summary: dict, config: str, overrides: list[str]) -> None:
     if kind == "cityscapes-vps":
         checks["panoptic_ceiling"] = evidence.panoptic_ceiling(root, data.label_space)
         checks["thing_sizes"] = evidence.thing_sizes(root, data.label_space)
+        oracle = runs / f"oracle_s{summary['seeds'][0]}" / "last.pt" if runs else None
+        if oracle and oracle.is_file():
+            checks["oracle_thing_fates"] = {
+                "seed": summary["seeds"][0], "min_area": evidence.LARGE_AREA,
+                "classes": evidence.thing_fates(checkpoint_predictor(oracle), root, data.label_space),
+                "ground_truth": evidence.thing_fates(None, root, data.label_space)}
         if (Path(root).parent / "summary.json").is_file():  # a synthetic benchmark: its colour check
             checks["colour_gap"] = evidence.colour_gap(Path(root).parent)
     summary["goals"] = evidence.assess(summary)
@@ -252,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
     summary = run_benchmark(a.config, seeds, rows, Path(a.runs), a.jobs, overrides=a.overrides)
-    add_evidence(summary, a.config, a.overrides)
+    add_evidence(summary, a.config, a.overrides, Path(a.runs))
     summary["config"] = a.config
     summary["overrides"] = a.overrides
     out = Path(a.out) / f"{result_stem('adaptation', socket.gethostname(), dt.date.today().isoformat())}.json"

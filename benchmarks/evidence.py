@@ -6,6 +6,8 @@ Two reference figures go with them, both measured on the benchmark's target-val:
   (things split into connected components, linked by flow), the most a semantic model can score;
 * the thing sizes: each thing class's ground-truth instances on val, their median area and the
   share under 16 pixels (two by two logits of a stride-8 model), which bound VPQ-things;
+* the thing fates: what the panoptic step makes of a model's prediction for each large ground-truth
+  instance (matched, merged with a neighbour, partial, missed), which says why VPQ-things is low;
 * the colour check: pixel accuracy of a per-pixel colour classifier fitted on target labels minus
   one fitted on source labels (``vsda-train colour-baseline``): colour alone must not close the gap.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,65 @@ def thing_sizes(gt_root: str | Path, label_space: str = "viper15") -> dict[str, 
     return {space.classes[c]: {"instances": len(a), "median_area": float(np.median(a)),
                                "small": 100.0 * float(np.mean(np.asarray(a) < SMALL_AREA))}
             for c, a in areas.items() if a}
+
+
+LARGE_AREA = 64  # pixels: an instance this large spans at least one whole logit of a stride-8 model
+FATES = ("match", "merged", "partial", "missed", "other")
+
+
+def instance_fates(gt_semantic: np.ndarray, gt_instance: np.ndarray, semantic: np.ndarray,
+                   things: Iterable[int], min_area: int = LARGE_AREA) -> dict[int, Counter]:
+    """Return ``{thing class: Counter(fate)}`` for the ground-truth instances of at least ``min_area``
+    pixels in one frame, against the thing components of a predicted ``semantic`` map (as the panoptic
+    step cuts them: ``DEFAULT_MIN_AREA``). The component of the instance's class that overlaps it most
+    decides: ``match`` (IoU > 0.5, a VPQ true positive in this frame), else ``merged`` (it also covers
+    another instance of the class), ``partial`` (it covers under half of the instance), ``missed`` (no
+    component of the class overlaps it) or ``other`` (a component too large, spilling onto the
+    background)."""
+    from vsda_deploy.panoptic import DEFAULT_MIN_AREA, thing_components
+
+    components, classes, areas = thing_components(semantic, things, DEFAULT_MIN_AREA)
+    fates: dict[int, Counter] = {c: Counter() for c in things}
+    for cls in things:
+        ids, counts = np.unique(gt_instance[(gt_semantic == cls) & (gt_instance > 0)], return_counts=True)
+        for inst, area in zip(ids.tolist(), counts.tolist()):
+            if area >= min_area:
+                fates[cls][_fate(gt_semantic == cls, gt_instance, inst, area, components, classes, areas, cls)] += 1
+    return fates
+
+
+def _fate(of_class: np.ndarray, gt_instance: np.ndarray, inst: int, area: int, components: np.ndarray,
+          classes: list[int], areas: list[int], cls: int) -> str:
+    mask = of_class & (gt_instance == inst)
+    ids, overlap = np.unique(components[mask], return_counts=True)
+    same = [(n, k) for k, n in zip(ids.tolist(), overlap.tolist()) if k and classes[k - 1] == cls]
+    if not same:
+        return "missed"
+    inter, best = max(same)
+    if inter / (area + areas[best - 1] - inter) > 0.5:
+        return "match"
+    if np.any(of_class & (components == best) & (gt_instance > 0) & (gt_instance != inst)):
+        return "merged"
+    return "partial" if inter < area / 2 else "other"
+
+
+def thing_fates(predict: Callable[[np.ndarray], np.ndarray] | None, gt_root: str | Path,
+                label_space: str = "viper15", min_area: int = LARGE_AREA) -> dict[str, dict[str, int]]:
+    """Return ``{thing class: {fate: count}}`` (see ``instance_fates``) over the labelled val frames,
+    ``predict(rgb) -> train-id map`` being the model; None scores the ground-truth semantics."""
+    from vsda_deploy import cityscapes_vps as vps
+    from vsda_deploy.evaluation import list_gt
+    from vsda_deploy.labels import get_label_space
+
+    space = get_label_space(label_space)
+    totals: dict[int, Counter] = {c: Counter() for c in sorted(space.things)}
+    for video in list_gt(gt_root, "val", label_space).values():
+        for frame in video:
+            semantic, instance = frame.read()
+            pred = semantic if predict is None else predict(vps.read_rgb_png(frame.image))
+            for cls, fates in instance_fates(semantic, instance, pred, sorted(space.things), min_area).items():
+                totals[cls] += fates
+    return {space.classes[c]: {f: totals[c][f] for f in FATES} for c in totals if totals[c]}
 
 
 def colour_gap(data: str | Path) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import evidence
@@ -100,3 +101,54 @@ def test_thing_sizes_of_official_encoded_ground_truth(tmp_path: Path) -> None:
     summary["checks"]["thing_sizes"] = {**sizes, "bicycle": {"instances": 3, "median_area": 7.0, "small": 66.7}}
     text = markdown(summary)
     assert "person 132 px (0 % of 4), car 168 px (0 % of 4), bicycle 7 px (67 % of 3)." in text
+
+
+def test_instance_fates_of_a_hand_made_frame() -> None:
+    """One frame, each fate drawn by hand (VIPER15: person 9, car 10, truck 11, bus 12, bicycle 14)."""
+    from vsda_deploy.labels import VIPER15
+
+    person, car, truck, bus, bicycle = 9, 10, 11, 12, 14
+    gt_sem, gt_inst, pred = np.zeros((32, 48), np.uint8), np.zeros((32, 48), np.int32), np.zeros((32, 48), np.uint8)
+    for inst, (cls, (y, x)) in enumerate([(car, (2, 2)), (car, (2, 13)), (car, (14, 2)), (truck, (14, 20)),
+                                       (bus, (24, 2)), (person, (24, 30))], start=1):
+        gt_sem[y:y + 8, x:x + 10], gt_inst[y:y + 8, x:x + 10] = cls, inst  # 80 px each
+    gt_sem[14:17, 40:43], gt_inst[14:17, 40:43] = bicycle, 7  # 9 px: under min_area, not counted
+    pred[2:10, 2:23] = car  # two cars a column apart, one component: 80 / 168 = 0.48 -> both merged
+    pred[14:22, 2:12] = car  # exact: match
+    pred[22:32, 0:20] = bus  # 200 px over an 80 px bus and nothing else: IoU 0.4 -> other
+    pred[24:27, 30:40] = person  # 30 of 80 px: partial
+    fates = evidence.instance_fates(gt_sem, gt_inst, pred, sorted(VIPER15.things))
+    assert fates[car] == {"merged": 2, "match": 1}
+    assert fates[truck] == {"missed": 1}
+    assert fates[bus] == {"other": 1}
+    assert fates[person] == {"partial": 1}
+    assert not fates[bicycle]
+
+
+@pytest.mark.parametrize(("shift", "car"), [(0, {"match": 4}), (8, {"partial": 4})])
+def test_thing_fates_of_official_encoded_ground_truth(tmp_path: Path, shift: int, car: dict) -> None:
+    """The evaluator's fixture (a 12 x 14 car and a 22 x 6 person in 4 labelled frames, official encoding),
+    predicted exactly, then with the car 8 pixels to the right: 72 of 168 pixels, IoU 72 / 264 = 0.27."""
+    from tests.deploy.test_evaluation import LABELLED, scene, write_split
+
+    write_split(tmp_path)
+    frames = {scene(t)[0].tobytes(): t for t in LABELLED}
+
+    def predict(rgb: np.ndarray) -> np.ndarray:
+        semantic = scene(frames[rgb.tobytes()])[1]
+        return np.roll(semantic, shift, axis=1) * (semantic == 10) + semantic * (semantic != 10)
+
+    fates = evidence.thing_fates(predict, tmp_path, min_area=64)
+    zero = dict.fromkeys(evidence.FATES, 0)
+    assert fates == {"person": {**zero, "match": 4}, "car": {**zero, **car}}
+    assert evidence.thing_fates(None, tmp_path) == {"person": {**zero, "match": 4}, "car": {**zero, "match": 4}}
+
+
+def test_the_table_states_the_oracles_thing_fates() -> None:
+    summary = _summary()
+    summary["checks"]["oracle_thing_fates"] = {
+        "seed": 0, "min_area": 64, "classes": {"car": {"match": 1, "merged": 3, "partial": 0, "missed": 0, "other": 0}},
+        "ground_truth": {"car": {"match": 3, "merged": 1, "partial": 0, "missed": 0, "other": 0}}}
+    assert ("instance of at least 64 pixels (one whole logit; a match is IoU > 0.5 in its frame): "
+            "car (4): 25 % matched, 75 % merged with a neighbour (ground truth: 75 % matched, "
+            "25 % merged with a neighbour).") in markdown(summary)
