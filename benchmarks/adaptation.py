@@ -182,13 +182,18 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _percent(n: int, total: int) -> str:
+    share = 100 * n / total
+    return "< 1 %" if 0 < share < 0.5 else f"{share:.0f} %"
+
+
 def _fates_line(fates: dict) -> str:
     """Say, per thing class, what share of the large val instances the oracle's components match."""
     words = {"match": "matched", "merged": "merged with a neighbour", "partial": "partial", "missed": "missed",
              "other": "spilling over"}
     def shares(counts: dict[str, int]) -> str:
         total = sum(counts.values())
-        return ", ".join(f"{100 * n / total:.0f} % {words[f]}" for f, n in counts.items() if n)
+        return ", ".join(f"{_percent(n, total)} {words[f]}" for f, n in counts.items() if n)
 
     truth = fates.get("ground_truth", {})
     per_class = [f"{cls} ({sum(counts.values())}): {shares(counts)}"
