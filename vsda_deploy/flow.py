@@ -38,10 +38,14 @@ def dis_flow(frame_t: np.ndarray, frame_prev: np.ndarray, preset: str = "medium"
     return dis.calc(_gray(frame_t), _gray(frame_prev), None)
 
 
+def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pixel coordinates ``(x, y)`` of an (h, w) grid as float32 (h, w) arrays."""
+    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+
 def source_coords(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(map_x, map_y)``: where each pixel of frame t lies in the other frame, by ``flow``."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = pixel_grid(*flow.shape[:2])
     return gx + flow[..., 0], gy + flow[..., 1]
 
 

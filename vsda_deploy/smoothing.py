@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vsda_deploy.flow import create_dis, occlusion_mask
+from vsda_deploy.flow import create_dis, occlusion_mask, pixel_grid
 
 MODES = ("flow", "ema", "none")
 THUMB_WIDTH = 64  # scene cuts are judged on thumbnails: cheap, and blind to small motion and noise
@@ -46,11 +46,6 @@ class SmoothingTimes:
     @property
     def total_ms(self) -> float:
         return self.flow_ms + self.warp_ms + self.blend_ms
-
-
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the pixel coordinates ``(x, y)`` of an (h, w) grid as float32 (h, w) arrays."""
-    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
 
 def remap_planes(planes: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -175,7 +170,7 @@ class StreamingSmoother:
         self._outputs = [np.empty(shape, np.float32), np.empty(shape, np.float32)]
         self._turn = 0
         self._warped = np.empty(shape, np.float32)
-        self._grid_x, self._grid_y = _grid(h, w)
+        self._grid_x, self._grid_y = pixel_grid(h, w)
         self._map_x, self._map_y = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
         self._flow_up = np.empty((h, w, 2), np.float32)
         self._weight = np.empty((h, w), np.float32)
