@@ -113,13 +113,20 @@ def fuse_probs(probs: np.ndarray, warped_neighbours: Sequence[np.ndarray],
 
 
 class PseudoLabelStats:
-    """Kept fraction per class and, when target labels exist, pseudo-label accuracy (integer counts)."""
+    """Kept fraction per class and, when target labels exist, pseudo-label accuracy (integer counts).
+
+    ``update_time`` counts how often the neighbours agree with the right and with the wrong raw pixels,
+    all of them and those confident enough to be kept: time can only sort out errors that pass less
+    often than right pixels, and beyond what the confidence does only among the confident ones.
+    """
 
     FIELDS = ("predicted", "kept", "kept_correct", "kept_labelled", "raw_correct", "raw_labelled")
+    TIME = ("right", "right_agreed", "wrong", "wrong_agreed")  # raw labelled pixels; rows: all, confident
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.counts = np.zeros((len(self.FIELDS), num_classes), np.int64)
+        self.time = np.zeros((2, len(self.TIME)), np.int64)
 
     def _count(self, label: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         keep = label != IGNORE_INDEX if mask is None else mask & (label != IGNORE_INDEX)
@@ -136,6 +143,15 @@ class PseudoLabelStats:
             row["kept_correct"] += self._count(kept, labelled & (kept == gt))
             row["raw_labelled"] += self._count(raw, labelled)
             row["raw_correct"] += self._count(raw, labelled & (raw == gt))
+
+    def update_time(self, raw: np.ndarray, consistent: np.ndarray, confident: np.ndarray, gt: np.ndarray) -> None:
+        """Count the right and wrong raw pixels and those the neighbours agree with (``consistent == raw``),
+        over all labelled pixels and over the ``confident`` ones (bool: those the thresholds keep)."""
+        labelled = (gt != IGNORE_INDEX) & (raw != IGNORE_INDEX)
+        right, agreed = raw == gt, consistent == raw
+        for row, where in zip(self.time, (labelled, labelled & confident)):
+            row += [np.count_nonzero(where & right), np.count_nonzero(where & right & agreed),
+                    np.count_nonzero(where & ~right), np.count_nonzero(where & ~right & agreed)]
 
     def summary(self, class_names: Sequence[str]) -> dict:
         """Return JSON-ready percentages: kept fraction overall/per class, accuracy raw/kept."""
@@ -154,6 +170,13 @@ class PseudoLabelStats:
             out["accuracy_kept_per_class"] = {
                 n: pct(c["kept_correct"][i], c["kept_labelled"][i]) for i, n in enumerate(class_names)
             }
+        if self.time.any():  # the share of right and of wrong raw pixels the neighbours agree with
+            agreement = {}
+            for among, row in (("", self.time[0]), ("_confident", self.time[1])):
+                t = dict(zip(self.TIME, row.tolist()))
+                agreement[f"right{among}"] = pct(t["right_agreed"], t["right"])
+                agreement[f"wrong{among}"] = pct(t["wrong_agreed"], t["wrong"])
+            out["time_agreement"] = agreement
         return out
 
 

@@ -230,7 +230,10 @@ def label_video(plan: VideoPlan, folder: Path, thresholds: np.ndarray, stats: Ps
         kept = select(label, consistent, level, thresholds, cfg)
         _atomic_png(folder / name, kept)
         raw = consistent if fused(cfg) else label  # what the class top fraction was taken of
-        stats.update(raw, kept, oracle(name, kept.shape) if oracle else None)
+        gt = oracle(name, kept.shape) if oracle else None
+        stats.update(raw, kept, gt)
+        if gt is not None and cfg.vst.temporal_filter and not fused(cfg) and not ranked(cfg):  # the veto rule
+            stats.update_time(label, consistent, select_confident(label, level, thresholds) != IGNORE_INDEX, gt)
 
 
 # --- the whole pass -----------------------------------------------------------------------
@@ -263,6 +266,7 @@ def make_pseudo_labels(run: Any, folder: Path) -> dict:
     for video in mine:
         label_video(plans[video], folder, thresholds, stats, oracle, cfg)
     stats.counts = _sum_over_ranks(stats.counts, info)
+    stats.time = _sum_over_ranks(stats.time, info)
     summary = stats.summary(space.classes)
     level = np.where(thresholds >= hist.levels, LEVELS - 1, thresholds % LEVELS)  # a class never predicted: 1.0
     summary["thresholds"] = {n: int(t) / (LEVELS - 1) for n, t in zip(space.classes, level)}

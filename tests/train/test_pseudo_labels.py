@@ -111,6 +111,25 @@ def test_stats_kept_fraction_and_accuracy() -> None:
     assert s["kept_fraction"] == 50.0
     assert s["accuracy_kept"] == 50.0  # kept labelled: pixel 0 (right) and pixel 2 (wrong)
     assert abs(s["accuracy_raw"] - 100 / 3) < 1e-9
+    assert "time_agreement" not in s  # no temporal filter counted
+
+
+def test_stats_time_agreement_of_right_and_wrong_pixels() -> None:
+    """Six labelled raw pixels, 2 right and 4 wrong; the neighbours veto one right and one wrong pixel
+    (255 in ``consistent``); the last pixel is void in the ground truth and not counted. The confident
+    ones: pixels 0, 1, 2, 3."""
+    raw = np.array([[0, 1, 0, 1, 1, 0, 1]], np.uint8)
+    gt = np.array([[0, 1, 1, 0, 0, 1, 255]], np.uint8)
+    consistent = np.array([[0, 255, 0, 255, 1, 0, 255]], np.uint8)
+    confident = np.array([[1, 1, 1, 1, 0, 0, 1]], bool)
+    stats = PseudoLabelStats(2)
+    stats.update(raw, raw, gt)
+    stats.update_time(raw, consistent, confident, gt)
+    agreement = stats.summary(("a", "b"))["time_agreement"]
+    assert agreement["right"] == 50.0  # pixel 0 agreed, pixel 1 vetoed
+    assert agreement["wrong"] == 75.0  # pixels 2, 4, 5 agreed, pixel 3 vetoed
+    assert agreement["right_confident"] == 50.0  # pixels 0 and 1
+    assert agreement["wrong_confident"] == 50.0  # pixels 2 (agreed) and 3 (vetoed)
 
 
 class _Shift(torch.nn.Module):
@@ -138,3 +157,25 @@ def test_predict_probs_mirror_and_scale_averaging() -> None:
     back = torch.nn.functional.interpolate(model(half), size=(8, 16), mode="bilinear", align_corners=False)
     expected = (plain + back.softmax(1)[0]) / 2
     assert torch.allclose(predict_probs(model, frame, cpu, scales=(1.0, 0.5)), expected, atol=1e-6)
+
+
+def test_confident_and_agreed_pixels_are_what_the_veto_rule_keeps() -> None:
+    """With ``vst.time_first: false`` the seed's veto keeps the confident pixels the neighbours agree with:
+    the time counts over confident pixels must give the kept pixels' accuracy counts exactly."""
+    from vsda_train.config import load_config
+    from vsda_train.vst import select
+
+    cfg = load_config(None, ["vst.time_first=false"])
+    rng = np.random.default_rng(3)
+    label = rng.integers(0, 4, (32, 32)).astype(np.uint8)
+    consistent = np.where(rng.random((32, 32)) < 0.8, label, 255).astype(np.uint8)
+    level = rng.integers(0, 256, (32, 32)).astype(np.uint8)
+    gt = np.where(rng.random((32, 32)) < 0.9, np.where(rng.random((32, 32)) < 0.6, label, 3 - label), 255)
+    thresholds = np.array([100, 150, 50, 200])
+    kept = select(label, consistent, level, thresholds, cfg)
+    stats = PseudoLabelStats(4)
+    stats.update(label, kept, gt)
+    stats.update_time(label, consistent, select_confident(label, level, thresholds) != 255, gt)
+    counts, time = dict(zip(stats.FIELDS, stats.counts.sum(1))), dict(zip(stats.TIME, stats.time[1]))
+    assert counts["kept_correct"] == time["right_agreed"] > 0
+    assert counts["kept_labelled"] - counts["kept_correct"] == time["wrong_agreed"] > 0

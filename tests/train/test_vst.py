@@ -57,6 +57,7 @@ def test_two_gloo_ranks_write_pseudo_labels_byte_identical_to_one_process(synth:
     assert label.shape == (48, 96) and label.dtype == np.uint8  # at the training scale, not the frames' 64x128
     stats = json.loads((a / "stats.json").read_text())
     assert 0 < stats["kept_fraction"] < 100 and stats["accuracy_kept"] is not None
+    assert set(stats["time_agreement"]) == {"right", "wrong", "right_confident", "wrong_confident"}  # summed over ranks
 
 
 def test_labelled_target_frames_are_labelled_with_their_neighbours_predicted(synth: Path, tmp_path: Path) -> None:
