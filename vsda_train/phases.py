@@ -129,6 +129,24 @@ def train_vst(cfg: TrainConfig, init: str, resume: bool = False,
     return run
 
 
+def pseudo_labels_only(cfg: TrainConfig, init: str) -> tuple[Path, dict]:
+    """Write the pseudo labels the offline VST phase would train on, and their statistics, without training:
+    ``runs/NAME/pseudo/round0``. Return that folder and the statistics."""
+    from vsda_train.vst import make_pseudo_labels
+
+    if not cfg.data.target:
+        raise ConfigError("pseudo needs data.target (the unlabelled target clips)")
+    if cfg.vst.teacher == "ema":
+        raise ConfigError("vst.teacher=ema makes its pseudo labels online while it trains; pseudo writes the "
+                          "offline phase's (vst.teacher=offline)")
+    run = build_run(cfg, "vst", init)
+    prepare_out(run, resume=False)
+    folder = run.out / "pseudo" / "round0"
+    stats = make_pseudo_labels(run, folder)
+    engine.leave_distributed()
+    return folder, stats
+
+
 def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
                        on_checkpoint: CheckpointHook | None = None) -> Run:
     """Phase 2 with a mean teacher (``vst.teacher: ema``): source CE plus online, time-filtered, mixed pseudo labels."""

@@ -58,6 +58,16 @@ def test_two_gloo_ranks_write_pseudo_labels_byte_identical_to_one_process(synth:
     stats = json.loads((a / "stats.json").read_text())
     assert 0 < stats["kept_fraction"] < 100 and stats["accuracy_kept"] is not None
     assert set(stats["time_agreement"]) == {"right", "wrong", "right_confident", "wrong_confident"}  # summed over ranks
+    # `vsda-train pseudo` writes the same labels and statistics without training
+    only = run_cli("vsda-train", "pseudo", "-c", str(cfg), "--name", "labels", "--init", str(init))
+    assert only.returncode == 0, only.stderr
+    c = tmp_path / "runs" / "labels" / "pseudo" / "round0"
+    assert sorted(p.name for p in c.glob("*.png")) == names
+    for name in names:
+        assert (a / name).read_bytes() == (c / name).read_bytes(), name
+    assert json.loads((c / "stats.json").read_text()) == stats
+    assert f"kept {stats['kept_fraction']:.1f} % of the pixels" in only.stdout
+    assert not (tmp_path / "runs" / "labels" / "last.pt").exists()
 
 
 def test_labelled_target_frames_are_labelled_with_their_neighbours_predicted(synth: Path, tmp_path: Path) -> None:
@@ -76,3 +86,16 @@ def test_labelled_target_frames_are_labelled_with_their_neighbours_predicted(syn
     for plan in plans.values():
         (t,) = plan.labelled
         assert {t - 1, t} <= set(plan.frames)  # t-1 voting (t+1 lies past the video's last labelled frame here)
+
+
+def test_pseudo_refuses_the_mean_teacher_in_one_line(synth: Path, tmp_path: Path) -> None:
+    """The mean teacher makes its labels online: `pseudo` has nothing to write for it (exit 2, one line),
+    and a missing --init checkpoint is a runtime failure (exit 1, one line naming it)."""
+    cfg = write_config(tmp_path / "c.yaml", synth, tmp_path / "runs")
+    ema = run_cli("vsda-train", "pseudo", "-c", str(cfg), "--name", "p", "--init", str(tmp_path / "x.pt"),
+                  "--set", "vst.teacher=ema")
+    assert ema.returncode == 2 and "vst.teacher=ema" in ema.stderr
+    assert len(ema.stderr.strip().splitlines()) == 1
+    missing = run_cli("vsda-train", "pseudo", "-c", str(cfg), "--name", "p", "--init", str(tmp_path / "x.pt"))
+    assert missing.returncode == 1 and "x.pt" in missing.stderr and "Traceback" not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -100,6 +100,38 @@ def vst(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: 
     guard(_finish, run, evaluate)
 
 
+def pseudo(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt, name: str | None = NameOpt,
+           seed: int | None = SeedOpt, device: str | None = DeviceOpt,
+           init: Path = typer.Option(..., "--init", help="the checkpoint that makes the pseudo labels")) -> None:
+    """The pseudo labels VST would train on and their statistics, without training (runs/NAME/pseudo/round0).
+
+    With data.oracle (target-train labels, for measurement only) the statistics include their accuracy
+    and how often the neighbours agree with right and with wrong pixels: what the vst settings are
+    chosen on, never target-val.
+    """
+    from vsda_train.phases import pseudo_labels_only
+
+    cfg = guard(_config, config, sets, name, seed, None, device, "vst")
+    folder, stats = guard(pseudo_labels_only, cfg, init=str(init))
+    typer.echo(pseudo_summary(stats))
+    typer.echo(f"labels and {folder / 'stats.json'}")
+    if not cfg.data.oracle:
+        typer.echo("no accuracy: data.oracle (a labelled copy of the target-train clips) is not set")
+
+
+def pseudo_summary(stats: dict) -> str:
+    """Return one line of pseudo-label statistics (percentages)."""
+    parts = [f"kept {stats['kept_fraction']:.1f} % of the pixels"]
+    if stats.get("accuracy_kept") is not None:
+        parts.append(f"accuracy {stats['accuracy_kept']:.1f} % kept, {stats['accuracy_raw']:.1f} % raw")
+    time = stats.get("time_agreement")
+    if time:
+        parts.append(f"the neighbours agree with {time['right']:.1f} % of the right and {time['wrong']:.1f} % "
+                     f"of the wrong raw pixels ({time['right_confident']:.1f} and {time['wrong_confident']:.1f} "
+                     "% of the confident ones)")
+    return "; ".join(parts)
+
+
 def adapt(config: Path | None = ConfigOpt, sets: list[str] | None = SetOpt,
           name: str = typer.Option(..., "--name", help="runs/NAME/{source,vat,vst}"),
           resume: bool = ResumeOpt, seed: int | None = SeedOpt, amp: str | None = AmpOpt,
