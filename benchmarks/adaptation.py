@@ -30,8 +30,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks import evidence
 from benchmarks.suite import result_stem
 
@@ -246,19 +244,11 @@ def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
     return summarise({r: [done[(r, s)] for s in seeds] for r in rows}, seeds)
 
 
-def checkpoint_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Return ``predict(rgb) -> train-id map`` of a checkpoint, at its eval size, as its eval ran."""
-    from vsda_train.evaluate import checkpoint_inputs, load_model, predictor
-
-    model, ckpt = load_model(path)
-    size, norm = checkpoint_inputs(ckpt)
-    return predictor(model, size=size, norm=norm)
-
-
 def add_evidence(summary: dict, config: str, overrides: list[str], runs: Path | None = None) -> None:
     """Add the panoptic ceiling, the thing sizes, the oracle's thing fates (first seed, from ``runs``)
     and the colour check of the val data to the checks, then the goals."""
     from vsda_train.config import load_config
+    from vsda_train.evaluate import checkpoint_predictor
 
     data = load_config(config, overrides).data
     kind, _, root = data.val.partition(":")
@@ -270,7 +260,7 @@ def add_evidence(summary: dict, config: str, overrides: list[str], runs: Path | 
         if oracle and oracle.is_file():
             checks["oracle_thing_fates"] = {
                 "seed": summary["seeds"][0], "min_area": evidence.LARGE_AREA,
-                "classes": evidence.thing_fates(checkpoint_predictor(oracle), root, data.label_space),
+                "classes": evidence.thing_fates(checkpoint_predictor(oracle)[0], root, data.label_space),
                 "ground_truth": evidence.thing_fates(None, root, data.label_space)}
         if (Path(root).parent / "summary.json").is_file():  # a synthetic benchmark: its colour check
             checks["colour_gap"] = evidence.colour_gap(Path(root).parent)

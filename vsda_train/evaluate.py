@@ -67,6 +67,14 @@ def predictor(model: nn.Module, device: str | torch.device = "cpu", size: tuple[
     return predict
 
 
+def checkpoint_predictor(path: str | Path, device: str | torch.device = "cpu"
+                         ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """Return ``(predict, checkpoint dict)``: the checkpoint's model predicting at its eval size with its
+    input normalisation, as its own evaluation ran."""
+    model, ckpt = load_model(path, device)
+    return predictor(model, device, *checkpoint_inputs(ckpt)), ckpt
+
+
 def evaluate_model(model: nn.Module, spec: str, split: str = "val", label_space: str = "viper15",
                    device: str | torch.device = "cpu", size: tuple[int, int] | None = None,
                    norm: Normalization = IMAGENET) -> dict[str, Any]:

@@ -32,12 +32,12 @@ def before_after(checkpoints: dict[str, str], spec: str, frames: int = 3, split:
                  tile_width: int = 384) -> np.ndarray:
     """Return the picture: a row per labelled target frame; the frame, its labels, then each checkpoint's output."""
     from vsda_deploy.data import build_dataset
-    from vsda_train.evaluate import checkpoint_inputs, load_model, predictor
+    from vsda_train.evaluate import checkpoint_predictor
 
     models = {}
     for title, path in checkpoints.items():
-        model, ckpt = load_model(path)
-        models[title] = (predictor(model, "cpu", *checkpoint_inputs(ckpt)), ckpt.get("label_space", "viper15"))
+        predict, ckpt = checkpoint_predictor(path)
+        models[title] = (predict, ckpt.get("label_space", "viper15"))
     space = get_label_space(next(iter(models.values()))[1])
     clips = build_dataset(spec, split=split, labels=True, label_space=space.name)
     picks = np.linspace(0, len(clips) - 1, frames).round().astype(int)
