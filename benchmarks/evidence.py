@@ -82,26 +82,30 @@ def instance_fates(gt_semantic: np.ndarray, gt_instance: np.ndarray, semantic: n
     from vsda_deploy.panoptic import DEFAULT_MIN_AREA, thing_components
 
     components, classes, areas = thing_components(semantic, things, DEFAULT_MIN_AREA)
-    fates: dict[int, Counter] = {c: Counter() for c in things}
+    component_class = np.asarray([-1, *classes])
+    fates: dict[int, Counter] = {}
     for cls in things:
-        ids, counts = np.unique(gt_instance[(gt_semantic == cls) & (gt_instance > 0)], return_counts=True)
-        for inst, area in zip(ids.tolist(), counts.tolist()):
-            if area >= min_area:
-                fates[cls][_fate(gt_semantic == cls, gt_instance, inst, area, components, classes, areas, cls)] += 1
+        of_class = (gt_semantic == cls) & (gt_instance > 0)
+        comp = components[of_class]
+        comp[component_class[comp] != cls] = 0  # only components of the instance's class count
+        (inst, comp), overlap = np.unique(np.stack([gt_instance[of_class], comp]), axis=1, return_counts=True)
+        fates[cls] = Counter(_fate(i, inst, comp, overlap, areas) for i in np.unique(inst)
+                             if overlap[inst == i].sum() >= min_area)
     return fates
 
 
-def _fate(of_class: np.ndarray, gt_instance: np.ndarray, inst: int, area: int, components: np.ndarray,
-          classes: list[int], areas: list[int], cls: int) -> str:
-    mask = of_class & (gt_instance == inst)
-    ids, overlap = np.unique(components[mask], return_counts=True)
-    same = [(n, k) for k, n in zip(ids.tolist(), overlap.tolist()) if k and classes[k - 1] == cls]
-    if not same:
+def _fate(i: int, inst: np.ndarray, comp: np.ndarray, overlap: np.ndarray, areas: list[int]) -> str:
+    """Return the fate of instance ``i`` from the (instance, component, overlap) table of its class."""
+    mine = inst == i
+    area = int(overlap[mine].sum())
+    hits = mine & (comp > 0)
+    if not hits.any():
         return "missed"
-    inter, best = max(same)
+    k = int(np.argmax(np.where(hits, overlap, -1)))
+    best, inter = int(comp[k]), int(overlap[k])
     if inter / (area + areas[best - 1] - inter) > 0.5:
         return "match"
-    if np.any(of_class & (components == best) & (gt_instance > 0) & (gt_instance != inst)):
+    if np.any((comp == best) & ~mine):
         return "merged"
     return "partial" if inter < area / 2 else "other"
 
