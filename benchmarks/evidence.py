@@ -74,14 +74,14 @@ def instance_fates(gt_semantic: np.ndarray, gt_instance: np.ndarray, semantic: n
                    things: Iterable[int], min_area: int = LARGE_AREA) -> dict[int, Counter]:
     """Return ``{thing class: Counter(fate)}`` for the ground-truth instances of at least ``min_area``
     pixels in one frame, against the thing components of a predicted ``semantic`` map (as the panoptic
-    step cuts them: ``DEFAULT_MIN_AREA``). The component of the instance's class that overlaps it most
-    decides: ``match`` (IoU > 0.5, a VPQ true positive in this frame), else ``merged`` (it also covers
-    another instance of the class), ``partial`` (it covers under half of the instance), ``missed`` (no
-    component of the class overlaps it) or ``other`` (a component too large, spilling onto the
-    background)."""
-    from vsda_deploy.panoptic import DEFAULT_MIN_AREA, thing_components
+    step cuts them: ``DEFAULT_MIN_AREA``, ``DEFAULT_SPLIT_RATIO``). The component of the instance's
+    class that overlaps it most decides: ``match`` (IoU > 0.5, a VPQ true positive in this frame), else
+    ``merged`` (it also covers another instance of the class), ``partial`` (it covers under half of the
+    instance), ``missed`` (no component of the class overlaps it) or ``other`` (a component too large,
+    spilling onto the background)."""
+    from vsda_deploy.panoptic import DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, thing_components
 
-    components, classes, areas = thing_components(semantic, things, DEFAULT_MIN_AREA)
+    components, classes, areas = thing_components(semantic, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
     component_class = np.asarray([-1, *classes])
     fates: dict[int, Counter] = {}
     for cls in things:

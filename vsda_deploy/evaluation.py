@@ -37,7 +37,7 @@ from vsda_deploy.data.cityscapes_vps import VpsLabels, list_labelled, named_fram
 from vsda_deploy.flow import create_dis, dis_flow
 from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space, unknown_ids
 from vsda_deploy.metrics import ConfusionMatrix, TemporalConsistency, VideoPanopticQuality, VPQResult
-from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, PanopticTracker
+from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, PanopticTracker
 from vsda_deploy.vpq import Segments, segments_from_labels
 
 GT_SPEC_PREFIX = "cityscapes-vps"
@@ -205,12 +205,13 @@ class SplitScorer:
     """Streams the videos of a split into one confusion matrix, VPQ and TC, in one label space."""
 
     def __init__(self, min_area: int = DEFAULT_MIN_AREA, link_iou: float = DEFAULT_LINK_IOU,
-                 preset: str = "medium", label_space: str | LabelSpace = VIPER15) -> None:
+                 preset: str = "medium", label_space: str | LabelSpace = VIPER15,
+                 split_ratio: float = DEFAULT_SPLIT_RATIO) -> None:
         self.space = space = _space(label_space)
         self.cm = ConfusionMatrix(space.num_classes)
         self.vpq = VideoPanopticQuality(space.num_classes, space.things, evaluated=space.evaluated)
         self.tc = TemporalConsistency(space.num_classes, preset=preset)
-        self.tracker = PanopticTracker(space.things, min_area, link_iou, preset)
+        self.tracker = PanopticTracker(space.things, min_area, link_iou, preset, split_ratio)
         self._dis = create_dis(preset)
         self.frames = 0
         self.videos = 0
@@ -336,13 +337,14 @@ def _label_videos(pred_dir: Path, gt: dict[str, list[GtFrame]], frames: dict[str
 
 def evaluate_folder(pred_dir: str | Path, gt_root: str | Path, split: str = "val", *,
                     min_area: int = DEFAULT_MIN_AREA, link_iou: float = DEFAULT_LINK_IOU,
-                    preset: str = "medium", label_space: str | LabelSpace = VIPER15) -> EvalResult:
+                    preset: str = "medium", label_space: str | LabelSpace = VIPER15,
+                    split_ratio: float = DEFAULT_SPLIT_RATIO) -> EvalResult:
     """Return mIoU, VPQ and TC of a prediction folder (official or label PNGs) on a split."""
     pred_dir, gt_root, space = Path(pred_dir), Path(gt_root), _space(label_space)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: prediction folder not found")
     gt = list_gt(gt_root, split, space)
-    scorer = SplitScorer(min_area, link_iou, preset, space)
+    scorer = SplitScorer(min_area, link_iou, preset, space, split_ratio)
     notes: list[str] = []
     if (pred_dir / PRED_JSON).is_file() or (pred_dir / PAN_PRED).is_dir():
         for frames in _official_videos(pred_dir, gt, space):
@@ -359,7 +361,8 @@ def evaluate_folder(pred_dir: str | Path, gt_root: str | Path, split: str = "val
 def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], gt_root: str | Path, split: str = "val",
                        *, every_frame: bool = True, min_area: int = DEFAULT_MIN_AREA,
                        link_iou: float = DEFAULT_LINK_IOU, preset: str = "medium",
-                       label_space: str | LabelSpace = VIPER15) -> EvalResult:
+                       label_space: str | LabelSpace = VIPER15,
+                       split_ratio: float = DEFAULT_SPLIT_RATIO) -> EvalResult:
     """Return mIoU, VPQ and TC of ``predict(rgb) -> train-id map`` (of ``label_space``) on a split.
 
     With ``every_frame`` every frame of each video is predicted (``img_all``, or Cityscapes'
@@ -369,7 +372,7 @@ def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], gt_root: str
     gt_root, space = Path(gt_root), _space(label_space)
     gt = list_gt(gt_root, split, space)
     folder, videos = split_frames(gt_root, split, gt, every_frame)
-    scorer = SplitScorer(min_area, link_iou, preset, space)
+    scorer = SplitScorer(min_area, link_iou, preset, space, split_ratio)
 
     def frames(named: list[tuple[vps.VpsFrameName, Path]]) -> Iterator[PredFrame]:
         for name, path in named:

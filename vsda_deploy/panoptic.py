@@ -2,12 +2,14 @@
 
 Stuff is one segment per class and frame (instance 0). Each thing class is split into
 connected components; those under ``min_area`` pixels keep instance 0, so a prediction's
-speckles form one leftover segment per class and frame. A component takes the id of the
-previous frame's instance of the same class whose mask, warped to the current frame with
-optical flow, overlaps it best (greedy one-to-one matching on mask IoU at least
-``link_iou``), else a new id. Ids therefore persist over a video, which is what VPQ
-scores. Works on consecutive frames and on sparse ones (every 5th frame): the flow is
-taken between the frames given.
+speckles form one leftover segment per class and frame. With ``split_ratio`` > 0 a component
+whose distance transform has several cores (pixels at least ``split_ratio`` times as deep as
+its deepest point) is cut between them, so two blobs joined by a neck become two segments.
+A component takes the id of the previous frame's instance of the same class whose mask,
+warped to the current frame with optical flow, overlaps it best (greedy one-to-one matching
+on mask IoU at least ``link_iou``), else a new id. Ids therefore persist over a video, which
+is what VPQ scores. Works on consecutive frames and on sparse ones (every 5th frame): the
+flow is taken between the frames given.
 """
 
 from __future__ import annotations
@@ -25,24 +27,74 @@ from vsda_deploy.labels import VIPER15
 # and a low link IoU keeps ids across 5-frame gaps where DIS flow is rough.
 DEFAULT_MIN_AREA = 8  # pixels, at the prediction's resolution
 DEFAULT_LINK_IOU = 0.2
+# No cut at necks by default: on the synthetic benchmark a cut moved VPQ-things by tenths of a point
+# (benchmarks/results/probes/neck-split-vm-2026-12-07.json); touching instances rarely form necks.
+DEFAULT_SPLIT_RATIO = 0.0
 
 
-def thing_components(semantic: np.ndarray, things: Iterable[int],
-                     min_area: int = 0) -> tuple[np.ndarray, list[int], list[int]]:
+def split_at_necks(mask: np.ndarray, ratio: float) -> np.ndarray:
+    """Return an int32 map numbering the parts of a binary ``mask`` 1..K (0 outside it).
+
+    Parts are the 8-connected components, each cut between its cores: the connected regions where
+    the L2 distance to the background is at least ``ratio`` times the component's maximum. Every
+    pixel of a cut component goes to its nearest core (Euclidean). ``ratio`` 0 cuts nothing.
+    """
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1 or ratio <= 0:
+        return comp
+    x, y, w, h = cv2.boundingRect(mask)
+    box = (slice(y, y + h), slice(x, x + w))  # the work is done where the mask is
+    inside, part = mask[box] > 0, comp[box]
+    dist = cv2.distanceTransform(mask[box], cv2.DIST_L2, 5)
+    peak = np.zeros(n, np.float32)
+    np.maximum.at(peak, part[inside], dist[inside])
+    core = (inside & (dist >= ratio * peak[part])).astype(np.uint8)
+    n_cores, cores = cv2.connectedComponents(core, connectivity=8, ltype=cv2.CV_32S)
+    owner = np.zeros(n_cores, np.int32)  # core -> its component
+    owner[cores[core > 0]] = part[core > 0]
+    per_component = np.bincount(owner[1:], minlength=n)
+    next_part = n
+    for c in np.flatnonzero(per_component > 1).tolist():
+        next_part = _cut(part, cores, stats[c] - [x, y, 0, 0, 0], c, next_part)
+    return comp
+
+
+def _cut(comp: np.ndarray, cores: np.ndarray, stat: np.ndarray, c: int, next_part: int) -> int:
+    """Give each pixel of component ``c`` (in place) its nearest core's part: the first core keeps
+    ``c``, the others take ``next_part``, ``next_part + 1``, ...; return the next free part number."""
+    x, y, w, h = stat[:4].tolist()
+    box = (slice(y, y + h), slice(x, x + w))
+    mine = comp[box] == c
+    seeds = np.where(mine, cores[box], 0)
+    _, nearest = cv2.distanceTransformWithLabels((seeds == 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    seed_of = np.zeros(int(nearest.max()) + 1, np.int32)  # nearest seed pixel -> its core
+    ys, xs = np.nonzero(seeds)
+    seed_of[nearest[ys, xs]] = seeds[ys, xs]
+    part = seed_of[nearest]
+    ids = np.unique(part[mine]).tolist()
+    lut = np.zeros(int(part.max()) + 1, np.int32)
+    lut[ids] = [c, *range(next_part, next_part + len(ids) - 1)]
+    comp[box] = np.where(mine, lut[part], comp[box])
+    return next_part + len(ids) - 1
+
+
+def thing_components(semantic: np.ndarray, things: Iterable[int], min_area: int = 0,
+                     split_ratio: float = DEFAULT_SPLIT_RATIO) -> tuple[np.ndarray, list[int], list[int]]:
     """Return ``(components, classes, areas)``: an int32 map numbering the thing components 1..M.
 
-    Components smaller than ``min_area`` pixels are 0, like stuff and void. ``classes[i]``
-    and ``areas[i]`` describe component ``i + 1``. Connectivity is 8.
+    Components (8-connected, cut at necks by ``split_at_necks`` when ``split_ratio`` > 0) smaller
+    than ``min_area`` pixels are 0, like stuff and void. ``classes[i]`` and ``areas[i]`` describe
+    component ``i + 1``.
     """
     components = np.zeros(semantic.shape, np.int32)
     classes: list[int] = []
     areas: list[int] = []
     present = set(np.unique(semantic).tolist())
     for cls in sorted(set(things) & present):
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(
-            (semantic == cls).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-        lut = np.zeros(n, np.int32)  # OpenCV label -> component number (0: dropped)
-        for i, area in enumerate(stats[1:, cv2.CC_STAT_AREA].tolist(), start=1):
+        labels = split_at_necks((semantic == cls).astype(np.uint8), split_ratio)
+        lut = np.zeros(int(labels.max()) + 1, np.int32)  # part -> component number (0: dropped)
+        for i, area in enumerate(np.bincount(labels.ravel())[1:].tolist(), start=1):
             if area >= min_area:
                 classes.append(cls)
                 areas.append(area)
@@ -72,13 +124,17 @@ class PanopticTracker:
     """
 
     def __init__(self, things: Iterable[int] = VIPER15.things, min_area: int = DEFAULT_MIN_AREA,
-                 link_iou: float = DEFAULT_LINK_IOU, preset: str = "medium") -> None:
+                 link_iou: float = DEFAULT_LINK_IOU, preset: str = "medium",
+                 split_ratio: float = DEFAULT_SPLIT_RATIO) -> None:
         if not 0.0 < link_iou <= 1.0:
             raise ValueError(f"link_iou must be in (0, 1], got {link_iou}")
         if min_area < 0:
             raise ValueError(f"min_area must be >= 0, got {min_area}")
+        if not 0.0 <= split_ratio < 1.0:
+            raise ValueError(f"split_ratio must be in [0, 1), got {split_ratio}")
         self.things = tuple(sorted(things))
         self.min_area = min_area
+        self.split_ratio = split_ratio
         self.link_iou = link_iou
         self._dis = create_dis(preset)
         self.reset()
@@ -100,7 +156,7 @@ class PanopticTracker:
         if frame_rgb is not None and frame_rgb.shape[:2] != semantic.shape:
             raise ValueError(f"PanopticTracker.update: frame {frame_rgb.shape[:2]} and semantic "
                              f"{semantic.shape} differ in size")
-        components, classes, areas = thing_components(semantic, self.things, self.min_area)
+        components, classes, areas = thing_components(semantic, self.things, self.min_area, self.split_ratio)
         ids = self._link(components, classes, areas, self._flow_to_prev(semantic, frame_rgb, flow))
         lut = np.zeros(len(classes) + 1, np.int32)
         lut[1:] = ids

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vsda_deploy.panoptic import PanopticTracker, semantic_to_panoptic, thing_components
+from vsda_deploy.panoptic import PanopticTracker, semantic_to_panoptic, split_at_necks, thing_components
 
 ROAD, SKY, PERSON, CAR = 0, 8, 9, 10
 H, W = 48, 80
@@ -35,6 +35,34 @@ def test_components_split_each_thing_class_and_drop_tiny_ones() -> None:
     assert sorted(zip(classes, areas)) == [(PERSON, 144), (CAR, 120), (CAR, 192)]
     assert comp[45, 2] == 0 and comp[0, 0] == 0
     assert len(np.unique(comp[(label == CAR) & (comp > 0)])) == 2
+
+
+def _two_cars_and_a_bar() -> np.ndarray:
+    """Two 12 x 12 cars (x 4..15 and 28..39) joined by a 2-px bar (rows 25..26, x 16..27), a third car apart."""
+    label = np.full((H, W), ROAD, np.uint8)
+    label[20:32, 4:16] = CAR
+    label[20:32, 28:40] = CAR
+    label[25:27, 16:28] = CAR
+    label[20:32, 56:76] = CAR
+    return label
+
+
+def test_necks_cut_a_component_between_its_cores() -> None:
+    mask = (_two_cars_and_a_bar() == CAR).astype(np.uint8)
+    whole = split_at_necks(mask, 0.0)
+    assert whole.max() == 2 and whole[25, 10] == whole[25, 34]  # connected: one part
+    parts = split_at_necks(mask, 0.5)
+    assert parts.max() == 3 and np.array_equal(parts > 0, mask > 0)
+    left, right, apart = parts[25, 10], parts[25, 34], parts[25, 60]
+    assert len({left, right, apart}) == 3
+    # the cores lie around the cars' centres (x 9.5 and 33.5): each bar pixel goes to the nearer
+    # one, the bar's 12 columns are halved at x 21.5 (x 16..21 left, 22..27 right)
+    assert (parts[20:32, 4:16] == left).all() and (parts[25:27, 16:22] == left).all()
+    assert (parts[20:32, 28:40] == right).all() and (parts[25:27, 22:28] == right).all()
+    assert (parts[20:32, 56:76] == apart).all()  # a 20 x 12 box has one core: never cut
+    comp, classes, areas = thing_components(_two_cars_and_a_bar(), {CAR}, min_area=0, split_ratio=0.5)
+    assert classes == [CAR] * 3 and sorted(areas) == [144 + 12, 144 + 12, 240]
+    assert np.array_equal(comp > 0, mask > 0)
 
 
 def test_translated_object_keeps_its_id_with_true_flow() -> None:
@@ -77,6 +105,8 @@ def test_new_object_and_class_change_get_new_ids() -> None:
 def test_bad_input_is_an_error() -> None:
     with pytest.raises(ValueError, match="link_iou"):
         PanopticTracker(link_iou=0)
+    with pytest.raises(ValueError, match="split_ratio"):
+        PanopticTracker(split_ratio=1.0)
     tracker = PanopticTracker()
     with pytest.raises(ValueError, match="differ in size"):
         tracker.update(_label(4), frame_rgb=np.zeros((10, 10, 3), np.uint8))

@@ -94,3 +94,12 @@ def test_report_tabulates_finished_runs_and_names_a_missing_one(tmp_path) -> Non
     assert table[runs[1]]["miou"] == 20.36 and table[runs[0]]["tc"] is None
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "nope/eval.json: not found" in res.output
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_split_ratio_outside_its_range_is_exit_2(gt_root: Path, tmp_path: Path, value: str) -> None:
+    write_label_preds(tmp_path / "pred", LABELLED)
+    res = runner.invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--gt", f"cityscapes-vps:{gt_root}",
+                              "--split-ratio", value])
+    assert res.exit_code == 2 and f"--split-ratio {float(value)}" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -16,7 +16,7 @@ from vsda_deploy.errors import VsdaError
 from vsda_deploy.evaluation import evaluate_folder, parse_gt_spec, render_result
 from vsda_deploy.labels import LABEL_SPACES
 from vsda_deploy.options import OptionError
-from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA
+from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO
 
 
 def evaluate(
@@ -34,6 +34,9 @@ def evaluate(
                                  help="label PNGs: thing components below this many pixels get no instance"),
     link_iou: float = typer.Option(DEFAULT_LINK_IOU, "--link-iou",
                                    help="label PNGs: mask IoU needed to carry an instance id to the next frame"),
+    split_ratio: float = typer.Option(DEFAULT_SPLIT_RATIO, "--split-ratio",
+                                      help="label PNGs: cut thing components between cores this deep (a fraction "
+                                      "of their deepest point's distance to the background; 0: no cut)"),
     label_space: str = typer.Option("viper15", "--label-space", help="with --pred: the space scores are computed "
                                     "in (viper15 | synthia12 | cityscapes19; label PNGs hold its train ids)"),
 ) -> None:
@@ -47,6 +50,9 @@ def evaluate(
     if not 0 < link_iou <= 1:
         typer.echo(f"error: --link-iou {link_iou}: must be in (0, 1]", err=True)
         raise typer.Exit(2)
+    if not 0 <= split_ratio < 1:
+        typer.echo(f"error: --split-ratio {split_ratio}: must be in [0, 1)", err=True)
+        raise typer.Exit(2)
     try:
         if checkpoint is not None:
             if not data:
@@ -56,7 +62,7 @@ def evaluate(
         if not gt:
             raise OptionError("--pred needs --gt cityscapes-vps:ROOT")
         result = evaluate_folder(pred, parse_gt_spec(gt), split, min_area=min_area, link_iou=link_iou,
-                                 label_space=label_space)
+                                 label_space=label_space, split_ratio=split_ratio)
         if json_out is not None:
             dump_json(json_out, result.to_json())
     except (VsdaError, OSError) as e:
