@@ -32,8 +32,9 @@ DEFAULT_LINK_IOU = 0.2
 DEFAULT_SPLIT_RATIO = 0.0
 
 
-def split_at_necks(mask: np.ndarray, ratio: float) -> np.ndarray:
-    """Return an int32 map numbering the parts of a binary ``mask`` 1..K (0 outside it).
+def split_at_necks(mask: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(parts, areas)``: an int32 map numbering the parts of a binary ``mask`` 1..K (0 outside
+    it) and the pixel count of each (``areas[0]`` is the background's).
 
     Parts are the 8-connected components, each cut between its cores: the connected regions where
     the L2 distance to the background is at least ``ratio`` times the component's maximum. Every
@@ -41,9 +42,10 @@ def split_at_necks(mask: np.ndarray, ratio: float) -> np.ndarray:
     """
     n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
     if n <= 1 or ratio <= 0:
-        return comp
+        return comp, stats[:, cv2.CC_STAT_AREA]
     x, y, w, h = cv2.boundingRect(mask)
-    box = (slice(y, y + h), slice(x, x + w))  # the work is done where the mask is
+    x, y = max(x - 1, 0), max(y - 1, 0)  # the work is done where the mask is, with the background
+    box = (slice(y, y + h + 2), slice(x, x + w + 2))  # around it (distances as in the whole frame)
     inside, part = mask[box] > 0, comp[box]
     dist = cv2.distanceTransform(mask[box], cv2.DIST_L2, 5)
     peak = np.zeros(n, np.float32)
@@ -56,7 +58,9 @@ def split_at_necks(mask: np.ndarray, ratio: float) -> np.ndarray:
     next_part = n
     for c in np.flatnonzero(per_component > 1).tolist():
         next_part = _cut(part, cores, stats[c] - [x, y, 0, 0, 0], c, next_part)
-    return comp
+    if next_part == n:
+        return comp, stats[:, cv2.CC_STAT_AREA]
+    return comp, np.bincount(part[inside], minlength=next_part)
 
 
 def _cut(comp: np.ndarray, cores: np.ndarray, stat: np.ndarray, c: int, next_part: int) -> int:
@@ -92,9 +96,9 @@ def thing_components(semantic: np.ndarray, things: Iterable[int], min_area: int 
     areas: list[int] = []
     present = set(np.unique(semantic).tolist())
     for cls in sorted(set(things) & present):
-        labels = split_at_necks((semantic == cls).astype(np.uint8), split_ratio)
-        lut = np.zeros(int(labels.max()) + 1, np.int32)  # part -> component number (0: dropped)
-        for i, area in enumerate(np.bincount(labels.ravel())[1:].tolist(), start=1):
+        labels, part_areas = split_at_necks((semantic == cls).astype(np.uint8), split_ratio)
+        lut = np.zeros(len(part_areas), np.int32)  # part -> component number (0: dropped)
+        for i, area in enumerate(part_areas[1:].tolist(), start=1):
             if area >= min_area:
                 classes.append(cls)
                 areas.append(area)

@@ -1,5 +1,6 @@
 """Semantic -> video panoptic: components and ids that persist (vsda_deploy/panoptic.py)."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -49,9 +50,11 @@ def _two_cars_and_a_bar() -> np.ndarray:
 
 def test_necks_cut_a_component_between_its_cores() -> None:
     mask = (_two_cars_and_a_bar() == CAR).astype(np.uint8)
-    whole = split_at_necks(mask, 0.0)
+    whole, areas = split_at_necks(mask, 0.0)
+    assert areas[1:].tolist() == [144 + 24 + 144, 240]
     assert whole.max() == 2 and whole[25, 10] == whole[25, 34]  # connected: one part
-    parts = split_at_necks(mask, 0.5)
+    parts, areas = split_at_necks(mask, 0.5)
+    assert areas[1:].tolist() == [np.count_nonzero(parts == k) for k in (1, 2, 3)]
     assert parts.max() == 3 and np.array_equal(parts > 0, mask > 0)
     left, right, apart = parts[25, 10], parts[25, 34], parts[25, 60]
     assert len({left, right, apart}) == 3
@@ -63,6 +66,42 @@ def test_necks_cut_a_component_between_its_cores() -> None:
     comp, classes, areas = thing_components(_two_cars_and_a_bar(), {CAR}, min_area=0, split_ratio=0.5)
     assert classes == [CAR] * 3 and sorted(areas) == [144 + 12, 144 + 12, 240]
     assert np.array_equal(comp > 0, mask > 0)
+
+
+def _blobs(seed: int) -> np.ndarray:
+    """Return a 64 x 96 mask of 3 random discs and 3 random boxes (flat sides, as cars have), which
+    overlap one another and stay inside the frame."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((64, 96), np.uint8)
+    for x, y, r in zip(rng.integers(20, 76, 3), rng.integers(16, 48, 3), rng.integers(4, 10, 3)):
+        cv2.circle(mask, (int(x), int(y)), int(r), 1, -1)
+    for x, y, w, h in zip(rng.integers(8, 60, 3), rng.integers(8, 40, 3), rng.integers(8, 28, 3),
+                          rng.integers(4, 14, 3)):
+        mask[y:y + h, x:x + w] = 1
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_necks_are_cut_as_the_whole_frames_distance_transform_says(seed: int, ratio: float) -> None:
+    """Two paths: the cores from OpenCV's distance transform of the whole frame, one component at a
+    time, against split_at_necks (which works in the mask's bounding box): every core falls in one
+    part, cores of one component in different parts, and there are as many parts as cores."""
+    mask = _blobs(seed)
+    n, comp = cv2.connectedComponents(mask, connectivity=8)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    parts, areas = split_at_necks(mask, ratio)
+    expected = 0
+    for c in range(1, n):
+        core = ((comp == c) & (dist >= ratio * dist[comp == c].max())).astype(np.uint8)
+        k, cores = cv2.connectedComponents(core, connectivity=8)
+        expected += k - 1
+        owners = [np.unique(parts[cores == i]) for i in range(1, k)]
+        assert all(o.size == 1 for o in owners)
+        assert len({int(o[0]) for o in owners}) == k - 1
+    assert parts.max() == expected == len(areas) - 1
+    assert np.array_equal(parts > 0, mask > 0)
+    assert areas[1:].tolist() == np.bincount(parts.ravel(), minlength=expected + 1)[1:].tolist()
 
 
 def test_translated_object_keeps_its_id_with_true_flow() -> None:
