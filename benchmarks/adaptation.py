@@ -177,6 +177,13 @@ def markdown(summary: dict) -> str:
     fates = summary.get("checks", {}).get("oracle_thing_fates")
     if fates:
         lines += ["", _fates_line(fates)]
+    in_domain = summary.get("checks", {}).get("source_only_in_domain")
+    if in_domain:
+        per_class = ", ".join(f"{c} {v:.1f}" for c, v in in_domain["per_class"].items())
+        lines += ["", f"In its own domain, the seed-{in_domain['seed']} source-only model scores "
+                  f"{in_domain['pq_things']:.1f} image PQ-things on the source's {in_domain['split']} frames "
+                  f"({in_domain['frames']} frames, VIPER instances; {per_class}): what a semantic model of this "
+                  "size scores on things before any domain gap."]
     return "\n".join(lines)
 
 
@@ -245,14 +252,21 @@ def run_benchmark(config: str, seeds: list[int], rows: list[str], out_dir: Path,
 
 
 def add_evidence(summary: dict, config: str, overrides: list[str], runs: Path | None = None) -> None:
-    """Add the panoptic ceiling, the thing sizes, the oracle's thing fates (first seed, from ``runs``)
-    and the colour check of the val data to the checks, then the goals."""
+    """Add the panoptic ceiling, the thing sizes, the oracle's thing fates and the source-only model's
+    in-domain thing PQ (first seed, from ``runs``) and the colour check of the val data to the checks,
+    then the goals."""
     from vsda_train.config import load_config
     from vsda_train.evaluate import checkpoint_predictor
 
     data = load_config(config, overrides).data
     kind, _, root = data.val.partition(":")
     checks = summary.setdefault("checks", {})
+    seed = summary["seeds"][0]
+    source_only = runs / f"source_only_s{seed}" / "last.pt" if runs else None
+    source_kind, _, source_root = data.source.partition(":")
+    if source_only and source_only.is_file() and source_kind == "viper" and data.label_space == "viper15":
+        checks["source_only_in_domain"] = {"seed": seed, "split": "val", **evidence.source_thing_pq(
+            checkpoint_predictor(source_only)[0], source_root)}
     if kind == "cityscapes-vps":
         checks["panoptic_ceiling"] = evidence.panoptic_ceiling(root, data.label_space)
         checks["thing_sizes"] = evidence.thing_sizes(root, data.label_space)

@@ -8,6 +8,9 @@ Two reference figures go with them, both measured on the benchmark's target-val:
   share under 16 pixels (two by two logits of a stride-8 model), which bound VPQ-things;
 * the thing fates: what the panoptic step makes of a model's prediction for each large ground-truth
   instance (matched, merged with a neighbour, partial, missed), which says why VPQ-things is low;
+* the in-domain check: image PQ-things of the source-only model on the source's own labelled val
+  frames (VIPER ``inst`` instances), which says whether a semantic model of this size can score
+  things at all, before any domain gap;
 * the colour check: pixel accuracy of a per-pixel colour classifier fitted on target labels minus
   one fitted on source labels (``vsda-train colour-baseline``): colour alone must not close the gap.
 """
@@ -127,6 +130,38 @@ def thing_fates(predict: Callable[[np.ndarray], np.ndarray] | None, gt_root: str
             for cls, fates in instance_fates(semantic, instance, pred, sorted(space.things), min_area).items():
                 totals[cls] += fates
     return {space.classes[c]: {f: totals[c][f] for f in FATES} for c in totals if totals[c]}
+
+
+def source_thing_pq(predict: Callable[[np.ndarray], np.ndarray], viper_root: str | Path,
+                    split: str = "val") -> dict[str, Any]:
+    """Return ``{frames, pq_things, per_class}`` (image PQ, percent): ``predict(rgb) -> VIPER15 map``
+    on the labelled frames of a VIPER split that have an ``inst`` PNG, each frame its own window
+    (k = 0), components as the panoptic step cuts them. Thing pixels without an instance id are one
+    crowd segment of their class, the ego vehicle is void (``ViperDataset``'s labels)."""
+    from vsda_deploy.data.viper import ViperDataset
+    from vsda_deploy.labels import VIPER15
+    from vsda_deploy.panoptic import DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, thing_components
+    from vsda_deploy.vpq import VideoPanopticQuality
+
+    things = sorted(VIPER15.things)
+    ds = ViperDataset(viper_root, split, labels=True, pad_start=True)
+    pq = VideoPanopticQuality(VIPER15.num_classes, things, window_lengths=(1,), evaluated=VIPER15.evaluated)
+    frames = 0
+    for rec in ds.records:
+        if rec.label_path is None:
+            continue
+        semantic, extra = ds.load_label(rec)
+        if "instance_raw" not in extra:
+            continue
+        pred = np.asarray(predict(ds.read_frame(rec.path)), np.uint8)
+        components, _, _ = thing_components(pred, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
+        pq.reset()
+        pq.update(semantic, extra["instance_raw"], pred, components)
+        frames += 1
+    result = pq.result()
+    per_class = result.per_class(0)
+    return {"frames": frames, "pq_things": result.vpq("things"),
+            "per_class": {VIPER15.classes[c]: float(per_class[c]) for c in things if not np.isnan(per_class[c])}}
 
 
 def colour_gap(data: str | Path) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -152,3 +153,52 @@ def test_the_table_states_the_oracles_thing_fates() -> None:
     assert ("instance of at least 64 pixels (one whole logit; a match is IoU > 0.5 in its frame): "
             "car (4): 25 % matched, 75 % merged with a neighbour (ground truth: 75 % matched, "
             "25 % merged with a neighbour, < 1 % partial).") in markdown(summary)
+
+
+# VIPER ids (the VIPER toolkit's class list, docs/datasets.md): road 3, sky 2, person 20, car 24
+V_ROAD, V_SKY, V_PERSON, V_CAR = 3, 2, 20, 24
+
+
+def _viper_frame(root: Path, n: int, gap: int, inst: bool) -> np.ndarray:
+    """Write frame ``001_0000n`` of a VIPER val split as released (``img``, ``cls`` ids, ``inst``: R class id,
+    instance 256 G + B) and return its VIPER15 semantics as a perfect model predicts them, the ego vehicle
+    (the car under the bottom centre) included: two cars ``gap`` columns apart, a person."""
+    cls = np.full((32, 64), V_ROAD, np.uint8)
+    cls[:6] = V_SKY
+    instance = np.zeros((32, 64), np.int32)
+    cls[10:20, 4:14], instance[10:20, 4:14] = V_CAR, 1
+    cls[10:20, 14 + gap:24 + gap], instance[10:20, 14 + gap:24 + gap] = V_CAR, 2
+    cls[8:24, 40:44], instance[8:24, 40:44] = V_PERSON, 300  # 256 G + B: G 1, B 44
+    cls[28:, 24:40] = V_CAR  # the ego vehicle's hood
+    name = f"001_{n:05d}.png"
+    for kind in ("img", "cls", "inst"):
+        (root / "val" / kind / "001").mkdir(parents=True, exist_ok=True)
+    rgb = np.full((32, 64, 3), n, np.uint8)  # the frame number, for the fake model
+    assert cv2.imwrite(str(root / "val" / "img" / "001" / name), rgb)
+    assert cv2.imwrite(str(root / "val" / "cls" / "001" / name), cls)
+    if inst:  # OpenCV writes B, G, R
+        bgr = np.stack([instance % 256, instance // 256, cls], axis=-1).astype(np.uint8)
+        assert cv2.imwrite(str(root / "val" / "inst" / "001" / name), bgr)
+    from vsda_deploy.labels import VIPER_LUT
+
+    return VIPER_LUT[cls]
+
+
+def test_in_domain_thing_pq_of_a_viper_split(tmp_path: Path) -> None:
+    preds = [_viper_frame(tmp_path, 0, 0, True), _viper_frame(tmp_path, 1, 1, True),
+             _viper_frame(tmp_path, 2, 0, False)]  # frame 2 has no inst PNG: not scored
+    result = evidence.source_thing_pq(lambda rgb: preds[int(rgb[0, 0, 0])], tmp_path)
+    # frame 0: the touching cars form one 200-px component, IoU 100 / 200 with each car: no match (FP 1,
+    # FN 2); frame 1: both cars matched (IoU 1). The hood's component lies on void: no FP. The person
+    # matches twice. Car PQ = 2 / (2 + 1/2 + 2/2), person 100, things their mean.
+    assert result["frames"] == 2
+    assert result["per_class"] == pytest.approx({"person": 100.0, "car": 100 * 2 / 3.5})
+    assert result["pq_things"] == pytest.approx((100.0 + 100 * 2 / 3.5) / 2)
+
+
+def test_the_table_states_the_in_domain_thing_pq() -> None:
+    summary = _summary()
+    summary["checks"]["source_only_in_domain"] = {"seed": 0, "split": "val", "frames": 120, "pq_things": 2.06,
+                                                  "per_class": {"person": 1.25, "car": 3.0}}
+    assert ("the seed-0 source-only model scores 2.1 image PQ-things on the source's val frames (120 frames, "
+            "VIPER instances; person 1.2, car 3.0)") in markdown(summary)
