@@ -104,6 +104,27 @@ def test_necks_are_cut_as_the_whole_frames_distance_transform_says(seed: int, ra
     assert areas[1:].tolist() == np.bincount(parts.ravel(), minlength=expected + 1)[1:].tolist()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_components_are_the_whole_frames_per_class(seed: int) -> None:
+    """Two paths: thing_components (which labels each class inside its bounding box) against OpenCV's
+    8-connected components of each class's whole-frame mask: the same segments, the same areas."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice([ROAD, SKY, PERSON, CAR], size=(H, W), p=[0.4, 0.2, 0.2, 0.2]).astype(np.uint8)
+    label = cv2.medianBlur(label, 3)  # blobs, touching across classes and the frame's border
+    comp, classes, areas = thing_components(label, {PERSON, CAR}, min_area=3)
+    expected = []
+    for cls in (PERSON, CAR):
+        n, whole, stats, _ = cv2.connectedComponentsWithStats((label == cls).astype(np.uint8), connectivity=8)
+        for i in range(1, n):
+            if stats[i, cv2.CC_STAT_AREA] >= 3:
+                ids = np.unique(comp[whole == i])
+                assert ids.size == 1 and ids[0] > 0 and classes[ids[0] - 1] == cls
+                expected.append((cls, int(stats[i, cv2.CC_STAT_AREA])))
+            else:
+                assert (comp[whole == i] == 0).all()
+    assert sorted(zip(classes, areas)) == sorted(expected) and len(expected) == comp.max()
+
+
 def test_translated_object_keeps_its_id_with_true_flow() -> None:
     tracker = PanopticTracker(min_area=0)
     flow = np.zeros((H, W, 2), np.float32)
