@@ -27,6 +27,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vsda_deploy.instance_grouping import Prediction, split_prediction
+from vsda_deploy.panoptic import ThingSegments
+
 # the self-training rows and their image-level twins (video row -> image row)
 TWINS = {"vat_vst": "image_st", "vst_wide": "image_st", "mt": "mt_img", "mt_tps": "mt_img"}
 PHASE2 = ("image_st", "vat_vst", "vst_wide", "mt", "mt_tps", "mt_img")
@@ -74,17 +77,20 @@ FATES = ("match", "merged", "partial", "missed", "other")
 
 
 def instance_fates(gt_semantic: np.ndarray, gt_instance: np.ndarray, semantic: np.ndarray,
-                   things: Iterable[int], min_area: int = LARGE_AREA) -> dict[int, Counter]:
+                   things: Iterable[int], min_area: int = LARGE_AREA,
+                   segments: ThingSegments | None = None) -> dict[int, Counter]:
     """Return ``{thing class: Counter(fate)}`` for the ground-truth instances of at least ``min_area``
     pixels in one frame, against the thing components of a predicted ``semantic`` map (as the panoptic
     step cuts them: ``DEFAULT_MIN_AREA``, ``DEFAULT_SPLIT_RATIO``). The component of the instance's
     class that overlaps it most decides: ``match`` (IoU > 0.5, a VPQ true positive in this frame), else
     ``merged`` (it also covers another instance of the class), ``partial`` (it covers under half of the
     instance), ``missed`` (no component of the class overlaps it) or ``other`` (a component too large,
-    spilling onto the background)."""
+    spilling onto the background). ``segments`` (an instance head's) replace the cut components."""
     from vsda_deploy.panoptic import DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, thing_components
 
-    components, classes, areas = thing_components(semantic, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
+    if segments is None:
+        segments = thing_components(semantic, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
+    components, classes, areas = segments
     component_class = np.asarray([-1, *classes])
     fates: dict[int, Counter] = {}
     for cls in things:
@@ -113,7 +119,7 @@ def _fate(i: int, inst: np.ndarray, comp: np.ndarray, overlap: np.ndarray, areas
     return "partial" if inter < area / 2 else "other"
 
 
-def thing_fates(predict: Callable[[np.ndarray], np.ndarray] | None, gt_root: str | Path,
+def thing_fates(predict: Callable[[np.ndarray], Prediction] | None, gt_root: str | Path,
                 label_space: str = "viper15", min_area: int = LARGE_AREA) -> dict[str, dict[str, int]]:
     """Return ``{thing class: {fate: count}}`` (see ``instance_fates``) over the labelled val frames,
     ``predict(rgb) -> train-id map`` being the model; None scores the ground-truth semantics."""
@@ -126,18 +132,21 @@ def thing_fates(predict: Callable[[np.ndarray], np.ndarray] | None, gt_root: str
     for video in list_gt(gt_root, "val", label_space).values():
         for frame in video:
             semantic, instance = frame.read()
-            pred = semantic if predict is None else predict(vps.read_rgb_png(frame.image))
-            for cls, fates in instance_fates(semantic, instance, pred, sorted(space.things), min_area).items():
+            pred, segments = (semantic, None) if predict is None else split_prediction(
+                predict(vps.read_rgb_png(frame.image)))
+            for cls, fates in instance_fates(semantic, instance, pred, sorted(space.things), min_area,
+                                             segments).items():
                 totals[cls] += fates
     return {space.classes[c]: {f: totals[c][f] for f in FATES} for c in totals if totals[c]}
 
 
-def source_thing_pq(predict: Callable[[np.ndarray], np.ndarray], viper_root: str | Path,
+def source_thing_pq(predict: Callable[[np.ndarray], Prediction], viper_root: str | Path,
                     split: str = "val") -> dict[str, Any]:
     """Return ``{frames, pq_things, per_class}`` (image PQ, percent): ``predict(rgb) -> VIPER15 map``
     on the labelled frames of a VIPER split that have an ``inst`` PNG, each frame its own window
-    (k = 0), components as the panoptic step cuts them. Thing pixels without an instance id are one
-    crowd segment of their class, the ego vehicle is void (``ViperDataset``'s labels)."""
+    (k = 0), components as the panoptic step cuts them (or the predictor's thing segments). Thing
+    pixels without an instance id are one crowd segment of their class, the ego vehicle is void
+    (``ViperDataset``'s labels)."""
     from vsda_deploy.data.viper import ViperDataset
     from vsda_deploy.labels import VIPER15
     from vsda_deploy.panoptic import DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, thing_components
@@ -153,8 +162,11 @@ def source_thing_pq(predict: Callable[[np.ndarray], np.ndarray], viper_root: str
         semantic, extra = ds.load_label(rec)
         if "instance_raw" not in extra:
             continue
-        pred = np.asarray(predict(ds.read_frame(rec.path)), np.uint8)
-        components, _, _ = thing_components(pred, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
+        pred, segments = split_prediction(predict(ds.read_frame(rec.path)))
+        pred = pred.astype(np.uint8)
+        if segments is None:
+            segments = thing_components(pred, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
+        components = segments[0]
         pq.reset()
         pq.update(semantic, extra["instance_raw"], pred, components)
         frames += 1

@@ -35,9 +35,10 @@ from vsda_deploy import cityscapes_vps as vps
 from vsda_deploy.data.base import DatasetError
 from vsda_deploy.data.cityscapes_vps import VpsLabels, list_labelled, named_frames, sequence_folder, split_videos
 from vsda_deploy.flow import create_dis, dis_flow
+from vsda_deploy.instance_grouping import Prediction, split_prediction
 from vsda_deploy.labels import VIPER15, LabelSpace, get_label_space, unknown_ids
 from vsda_deploy.metrics import ConfusionMatrix, TemporalConsistency, VideoPanopticQuality, VPQResult
-from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, PanopticTracker
+from vsda_deploy.panoptic import DEFAULT_LINK_IOU, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, PanopticTracker, ThingSegments
 from vsda_deploy.vpq import Segments, segments_from_labels
 
 GT_SPEC_PREFIX = "cityscapes-vps"
@@ -153,6 +154,7 @@ class PredFrame:
     semantic: np.ndarray
     rgb: np.ndarray | None
     where: str  # the file or frame the prediction came from, for error messages
+    segments: ThingSegments | None = None  # an instance head's thing segments; None: cut from ``semantic``
 
 
 # --- scoring --------------------------------------------------------------------------
@@ -259,7 +261,7 @@ class SplitScorer:
             flow = None  # one flow per pair serves both the linking and TC
             if prev is not None and prev.rgb is not None and frame.rgb is not None:
                 flow = dis_flow(frame.rgb, prev.rgb, dis=self._dis)
-            instance = self.tracker.update(frame.semantic, flow=flow)
+            instance = self.tracker.update(frame.semantic, flow=flow, segments=frame.segments)
             if prev is None or flow is None or frame.name.index != prev.name.index + 1:
                 self.tc.reset()  # TC only over consecutive frames
             self.tc.update(frame.semantic, flow=flow)
@@ -358,12 +360,16 @@ def evaluate_folder(pred_dir: str | Path, gt_root: str | Path, split: str = "val
     return scorer.result("labels", notes)
 
 
-def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], gt_root: str | Path, split: str = "val",
+def evaluate_predictor(predict: Callable[[np.ndarray], Prediction], gt_root: str | Path, split: str = "val",
                        *, every_frame: bool = True, min_area: int = DEFAULT_MIN_AREA,
                        link_iou: float = DEFAULT_LINK_IOU, preset: str = "medium",
                        label_space: str | LabelSpace = VIPER15,
                        split_ratio: float = DEFAULT_SPLIT_RATIO) -> EvalResult:
     """Return mIoU, VPQ and TC of ``predict(rgb) -> train-id map`` (of ``label_space``) on a split.
+
+    ``predict`` may also return ``(train-id map, thing segments)`` (a model with an instance head,
+    ``instance_grouping.group_instances``); the tracker then links those segments instead of cutting
+    the map's thing components.
 
     With ``every_frame`` every frame of each video is predicted (``img_all``, or Cityscapes'
     sequences for the train split: linking and TC over every frame), else only the labelled
@@ -377,13 +383,13 @@ def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], gt_root: str
     def frames(named: list[tuple[vps.VpsFrameName, Path]]) -> Iterator[PredFrame]:
         for name, path in named:
             image = vps.read_rgb_png(path)
-            semantic = np.asarray(predict(image))
+            semantic, segments = split_prediction(predict(image))
             if semantic.shape != image.shape[:2]:
                 raise ValueError(f"{path}: predict returned shape {semantic.shape}, expected {image.shape[:2]}")
             bad = unknown_ids(semantic, space.num_classes)
             if bad:
                 raise ValueError(f"{path}: predict returned unknown class id(s) {bad[:5]}")
-            yield PredFrame(name, semantic.astype(np.uint8), image, str(path))
+            yield PredFrame(name, semantic.astype(np.uint8), image, str(path), segments)
 
     for video_id, labelled in gt.items():
         scorer.score_semantic_video(frames(videos[video_id]), {g.name.stem: g for g in labelled})

@@ -31,6 +31,8 @@ DEFAULT_LINK_IOU = 0.2
 # (benchmarks/results/probes/neck-split-vm-2026-12-07.json); touching instances rarely form necks.
 DEFAULT_SPLIT_RATIO = 0.0
 
+ThingSegments = tuple[np.ndarray, list[int], list[int]]  # (int32 map numbering segments 1..M, classes, areas)
+
 
 def _box_around(mask: np.ndarray) -> tuple[slice, slice]:
     """Return the mask's bounding box with a 1-px margin of background (clipped to the frame): inside
@@ -158,16 +160,20 @@ class PanopticTracker:
         self._next_id = 1
 
     def update(self, semantic: np.ndarray, frame_rgb: np.ndarray | None = None,
-               flow: np.ndarray | None = None) -> np.ndarray:
+               flow: np.ndarray | None = None, segments: ThingSegments | None = None) -> np.ndarray:
         """Return the int32 instance map of this frame (0 for stuff, void and tiny components).
 
         ``flow`` is the backward flow from this frame to the previous one given; without
         it, DIS flow is computed from ``frame_rgb`` and the previous frame when both exist.
+        ``segments`` (an instance head's, ``instance_grouping.group_instances``) replace the
+        thing components cut from ``semantic``.
         """
         if frame_rgb is not None and frame_rgb.shape[:2] != semantic.shape:
             raise ValueError(f"PanopticTracker.update: frame {frame_rgb.shape[:2]} and semantic "
                              f"{semantic.shape} differ in size")
-        components, classes, areas = thing_components(semantic, self.things, self.min_area, self.split_ratio)
+        if segments is None:
+            segments = thing_components(semantic, self.things, self.min_area, self.split_ratio)
+        components, classes, areas = segments
         ids = self._link(components, classes, areas, self._flow_to_prev(semantic, frame_rgb, flow))
         lut = np.zeros(len(classes) + 1, np.int32)
         lut[1:] = ids
@@ -238,4 +244,4 @@ def semantic_to_panoptic(semantics: Iterable[np.ndarray], frames: Iterable[np.nd
     return [tracker.update(s, f) for s, f in zip(semantics, frames)]
 
 
-__all__ = ["PanopticTracker", "semantic_to_panoptic", "thing_components"]
+__all__ = ["PanopticTracker", "ThingSegments", "semantic_to_panoptic", "thing_components"]

@@ -20,6 +20,8 @@ from vsda_deploy.preprocess import resize_frame, resize_label
 from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.flow import flow_provider, spec_root
 
+INSTANCE_KEYS = ("instance", "instance_raw", "instance_class")  # per-pixel maps of the datasets' labels
+
 
 class ScaledClips:
     """A clip dataset whose frames and labels are resized to ``size`` (H, W) when read."""
@@ -65,7 +67,8 @@ class ScaledClips:
         frame, prev = resize_frame(sample.frame, self.size), resize_frame(sample.prev, self.size)
         label = None if sample.label is None else resize_label(sample.label, self.size)
         flow = None
-        meta = {k: v for k, v in sample.meta.items() if k != "instance"}  # full-resolution arrays stay behind
+        meta = {k: v for k, v in sample.meta.items() if k not in INSTANCE_KEYS}  # full-resolution arrays stay behind
+        self._add_instance(meta, sample.meta)
         if self.flow is not None:
             key_t, key_prev = self.pair_keys(i)
             flow = self._flow(key_t, key_prev, frame, prev)
@@ -76,12 +79,22 @@ class ScaledClips:
     def _frame_only(self, i: int) -> ClipSample:
         rec = self.records[i]
         frame = resize_frame(self.clips.read_frame(rec.path), self.size)
-        label = None
+        label, extra = None, {}
         if self.clips.labels and rec.label_path is not None:
-            label = resize_label(self.clips.load_label(rec)[0], self.size)
+            label, extra = self.clips.load_label(rec)
+            label = resize_label(label, self.size)
         meta = {"video": rec.video, "index": rec.index, "path": rec.path, "label_path": rec.label_path,
                 "name": rec.name}
+        self._add_instance(meta, extra)
         return ClipSample(frame, None, label, None, meta)
+
+    def _add_instance(self, meta: dict, extra: dict) -> None:
+        """Put the frame's instance ids (Cityscapes-VPS ``instance``, VIPER ``instance_raw``), resized
+        like its label, in ``meta["instance"]`` when the dataset read them."""
+        for key in INSTANCE_KEYS:
+            if key in extra and key != "instance_class":
+                meta["instance"] = resize_label(np.asarray(extra[key], np.int32), self.size)
+                return
 
     def _flow(self, key_a: str, key_b: str, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         flow = np.asarray(self.flow(key_a, key_b, frame_a, frame_b), np.float32)

@@ -147,6 +147,13 @@ class SourceConfig:
 
     oracle: bool = False  # train on data.oracle (target-train labels): the upper bound, never a method
     augment: str = "none"  # photometric augmentation of the training clips: none | weak | strong
+    # A model with an instance head (model.kwargs.instance_head) also learns Panoptic-DeepLab's
+    # centres and offsets from the labels' instance ids (vsda_train.instance_loss): the weights of the
+    # heatmap cross-entropy and of the offsets' L1 (pixels), and the centres' Gaussian in pixels of the
+    # training frames (Panoptic-DeepLab: 8 at 1024 x 2048).
+    center_weight: float = 1.0
+    offset_weight: float = 0.1
+    center_sigma: float = 2.0
 
 
 @dataclass(frozen=True)

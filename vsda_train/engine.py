@@ -170,7 +170,8 @@ class TrainClips(Dataset):
         if self.labels is not None:
             label = self.labels(meta)
         rng = np.random.default_rng([self.seed, epoch, index])
-        return self.transform(frame, prev, label, flow, rng, flow_fw=meta.get("flow_fw"))
+        return self.transform(frame, prev, label, flow, rng, flow_fw=meta.get("flow_fw"),
+                              instance=meta.get("instance"))
 
 
 def infinite_loader(dataset: TrainClips, cfg: TrainConfig, start_iter: int, info: DistInfo,

@@ -8,7 +8,7 @@ Other labelled specs (Cityscapes-Seq, VIPER, SYNTHIA-Seq) give mIoU and per-clas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsda_deploy.labels import get_label_space
+from vsda_deploy.instance_grouping import Prediction, group_instances, split_prediction
+from vsda_deploy.labels import VIPER15, get_label_space
 from vsda_deploy.metrics import ConfusionMatrix
+from vsda_deploy.panoptic import DEFAULT_MIN_AREA
 from vsda_deploy.preprocess import IMAGENET, Normalization, preset, resize_frame
 from vsda_train.checkpoint import CheckpointError, load_checkpoint
 from vsda_train.models import create_model
@@ -48,23 +50,40 @@ def checkpoint_inputs(ckpt: dict[str, Any]) -> tuple[tuple[int, int] | None, Nor
 
 
 def predictor(model: nn.Module, device: str | torch.device = "cpu", size: tuple[int, int] | None = None,
-              norm: Normalization = IMAGENET) -> Callable[[np.ndarray], np.ndarray]:
+              norm: Normalization = IMAGENET, things: Iterable[int] = VIPER15.things
+              ) -> Callable[[np.ndarray], Prediction]:
     """Return ``predict(rgb uint8 HxWx3) -> train-id map (H, W) uint8`` for a segmenter.
 
     The frame is resized to ``size`` (the scale the model was trained at; None: as given), and the
-    logits are resized back to the frame bilinearly before the argmax, as ``vsda-infer`` does.
+    logits are resized back to the frame bilinearly before the argmax, as ``vsda-infer`` does. A model
+    with an instance head returns ``(train-id map, thing segments)``: its ``things`` pixels grouped
+    by the predicted centres and offsets (``vsda_deploy.instance_grouping``).
     """
     device = torch.device(device)
+    with_instances = getattr(model, "instance_head", None) is not None
 
     @torch.no_grad()
-    def predict(image: np.ndarray) -> np.ndarray:
+    def predict(image: np.ndarray) -> Prediction:
         model.eval()
-        logits = model(normalize(resize_frame(image, size), norm).unsqueeze(0).to(device))
-        if logits.shape[-2:] != image.shape[:2]:
-            logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        x = normalize(resize_frame(image, size), norm).unsqueeze(0).to(device)
+        logits, instances = model.forward_instances(x) if with_instances else (model(x), None)
+        semantic = _at(logits, image.shape[:2]).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        if instances is None:
+            return semantic
+        instances = _at(instances, image.shape[:2])[0].cpu()
+        scale = torch.tensor([image.shape[0] / x.shape[-2], image.shape[1] / x.shape[-1]])  # offsets in frame pixels
+        offset = (instances[1:] * scale[:, None, None]).numpy()
+        heat = instances[0].sigmoid().numpy()  # the head predicts the centre heatmap's logits
+        return semantic, group_instances(semantic, heat, offset, things, DEFAULT_MIN_AREA)
 
     return predict
+
+
+def _at(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Return (N, C, H, W) ``maps`` bilinearly resized to ``shape`` (unchanged when it already is)."""
+    if maps.shape[-2:] == shape:
+        return maps.float()
+    return F.interpolate(maps.float(), size=shape, mode="bilinear", align_corners=False)
 
 
 def checkpoint_predictor(path: str | Path, device: str | torch.device = "cpu"
@@ -83,7 +102,7 @@ def evaluate_model(model: nn.Module, spec: str, split: str = "val", label_space:
     The model predicts at ``size`` and is scored against the labels at their full resolution.
     """
     kind, _, root = spec.partition(":")
-    predict = predictor(model, device, size, norm)
+    predict = predictor(model, device, size, norm, get_label_space(label_space).things)
     if kind == "cityscapes-vps":
         from vsda_deploy.evaluation import evaluate_predictor
 
@@ -99,7 +118,7 @@ def _miou_only(predict: Callable, spec: str, split: str, label_space: str) -> di
     cm = ConfusionMatrix(space.num_classes)
     for i in range(len(ds)):
         s = ds[i]
-        cm.update(predict(s.frame), s.label)
+        cm.update(split_prediction(predict(s.frame))[0], s.label)
     iou = cm.iou()
     keep = list(space.eval_classes)
     return {

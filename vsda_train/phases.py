@@ -44,8 +44,9 @@ def clip_stream(run: Run, domain: str, photometric: str, labels: bool, with_flow
     if with_flow and run.info.is_main and (line := on_demand_line(clips, cfg.data.workers)):
         print(line, flush=True)
     crop = cfg.data.source_size if domain == "source" else cfg.data.target_size
+    instances = labels and label_fn is None and getattr(run.model, "instance_head", None) is not None
     transform = ClipTransform(crop, cfg.data.scale_range, hflip=cfg.data.hflip, photometric=photometric,
-                              norm=run.norm, keep_clean=teacher_view)
+                              norm=run.norm, keep_clean=teacher_view, instances=instances)
     data = engine.TrainClips(clips, transform, cfg.run.seed + seed_offset, labels=label_fn)
     sampler = None
     if labels and label_fn is None and cfg.data.rcs_temperature > 0:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from vsda_deploy.cityscapes_vps import write_rgb_png
+from vsda_deploy.instance_grouping import split_prediction
 from vsda_deploy.labels import IGNORE_INDEX, get_label_space
 from vsda_deploy.sinks import overlay as blend_classes
 
@@ -48,7 +49,8 @@ def before_after(checkpoints: dict[str, str], spec: str, frames: int = 3, split:
         tiles = [_titled(sample.frame, "target frame", tile_width),
                  _titled(overlay(sample.frame, sample.label, colours), "labels (never used to train)", tile_width)]
         for title, (predict, _) in models.items():
-            tiles.append(_titled(overlay(sample.frame, predict(sample.frame), colours), title, tile_width))
+            semantic = split_prediction(predict(sample.frame))[0]
+            tiles.append(_titled(overlay(sample.frame, semantic, colours), title, tile_width))
         rows.append(np.hstack([np.pad(t, ((0, 4), (0, 4), (0, 0)), constant_values=255) for t in tiles]))
     return np.vstack(rows)
 

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vsda_deploy.labels import get_label_space
 from vsda_train import engine
 from vsda_train.config import ConfigError
+from vsda_train.instance_loss import instance_loss, instance_targets
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
 from vsda_train.teacher import class_mix, confidence_levels, consistent_labels, cross_frame_labels, select
@@ -58,11 +60,25 @@ def no_sync(module: nn.Module) -> contextlib.AbstractContextManager:
 
 
 def source_step(run: Run, src: dict[str, Tensor]) -> dict[str, float]:
-    """One supervised step on a source batch (frame t only)."""
+    """One supervised step on a source batch (frame t only); with instance ids, the instance loss too."""
     with run.precision.autocast():
-        loss = supervised_loss(run.seg(src["frame"]), src["label"], run.cfg.optim.aux_weight)
+        out = run.seg(src["frame"])
+        loss = supervised_loss(out, src["label"], run.cfg.optim.aux_weight)
+    logs = {"loss_seg": loss.item()}
+    if out.instances is not None and "instance" in src:
+        inst = _instance_loss(run, out.instances, src["instance"], src["label"])
+        logs["loss_inst"] = inst.item()
+        loss = loss + inst
     run.precision.step("seg", loss, run.optimizer, _trained(run), run.cfg.optim.grad_clip)
-    return {"loss_seg": loss.item()}
+    return logs
+
+
+def _instance_loss(run: Run, pred: Tensor, instance: Tensor, label: Tensor) -> Tensor:
+    """Panoptic-DeepLab's centre + offset loss of the instance head against the batch's instance ids."""
+    cfg = run.cfg.source
+    things = get_label_space(run.cfg.data.label_space).things
+    targets = instance_targets(instance, label, things, cfg.center_sigma)
+    return instance_loss(pred, targets, cfg.center_weight, cfg.offset_weight)
 
 
 def vst_step(run: Run, tgt: dict[str, Tensor]) -> dict[str, float]:

@@ -109,35 +109,40 @@ class ClipTransform:
     photometric: str = "none"
     norm: Normalization = IMAGENET  # the model's input normalisation (model.preprocess)
     keep_clean: bool = False
+    instances: bool = False
 
     def __call__(self, frame, prev, label, flow, rng: np.random.Generator,
-                 flow_fw: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                 flow_fw: np.ndarray | None = None, instance: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Return tensors ``frame``, ``prev`` (3,H,W), ``label`` (H,W) long, ``flow``/``flow_fw`` (2,H,W) if given.
 
         ``prev`` None (a step that never looks at frame t-k) is skipped, and left out of the output.
         """
         flows = {k: f for k, f in (("flow", flow), ("flow_fw", flow_fw)) if f is not None}
         images = {k: im for k, im in (("frame", frame), ("prev", prev)) if im is not None}
+        maps = {"label": label}  # per-pixel ids: nearest resampling, padded with "no label"
+        if self.instances:
+            maps["instance"] = instance if instance is not None else np.full(frame.shape[:2], -1, np.int32)
+        maps = {k: m for k, m in maps.items() if m is not None}
         scale = rng.uniform(*self.scale_range)
         if scale != 1.0:
             h0, w0 = frame.shape[:2]
             size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
             images = {k: cv2.resize(im, size, interpolation=cv2.INTER_LINEAR) for k, im in images.items()}
-            label = None if label is None else cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+            maps = {k: cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for k, m in maps.items()}
             flows = {k: _scale_flow(f, size) for k, f in flows.items()}
         h, w = self.size
         images = {k: _pad_to(im, h, w, 0) for k, im in images.items()}
-        label = _pad_to(label, h, w, IGNORE_INDEX)
+        maps = {k: _pad_to(m, h, w, IGNORE_INDEX if k == "label" else 0) for k, m in maps.items()}
         flows = {k: _pad_to(f, h, w, 0.0) for k, f in flows.items()}
         y = int(rng.integers(0, images["frame"].shape[0] - h + 1))
         x = int(rng.integers(0, images["frame"].shape[1] - w + 1))
         crop = (slice(y, y + h), slice(x, x + w))
         images = {k: im[crop] for k, im in images.items()}
-        label = label[crop] if label is not None else None
+        maps = {k: m[crop] for k, m in maps.items()}
         flows = {k: f[crop] for k, f in flows.items()}
         if self.hflip and rng.random() < 0.5:
             images = {k: im[:, ::-1] for k, im in images.items()}
-            label = label[:, ::-1] if label is not None else None
+            maps = {k: m[:, ::-1] for k, m in maps.items()}
             flows = {k: f[:, ::-1] * np.array([-1.0, 1.0], np.float32) for k, f in flows.items()}
         out = {}
         if self.keep_clean:
@@ -147,8 +152,8 @@ class ClipTransform:
             params = _jitter_params(level, rng)
             images = {k: apply_photometric(im, params) for k, im in images.items()}
         out.update({k: _tensor(im, self.norm) for k, im in images.items()})
-        if label is not None:
-            out["label"] = torch.from_numpy(np.ascontiguousarray(label)).long()
+        for k, m in maps.items():
+            out[k] = torch.from_numpy(np.ascontiguousarray(m)).long()
         for k, f in flows.items():
             out[k] = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float()
         return out

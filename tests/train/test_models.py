@@ -321,3 +321,26 @@ def test_onnx_export_dynamic_hw_matches_pytorch(name: str) -> None:
         assert logits.shape == (1, 15, *hw)
         assert np.abs(expected).max() > 1.0  # not a degenerate all-zero comparison
         assert np.abs(logits - expected).max() <= 1e-4
+
+
+def test_instance_head_leaves_the_semantic_model_unchanged() -> None:
+    """The instance head is built on a forked RNG and reads detached features: same weights, same logits,
+    and no gradient from its loss into the trunk."""
+    torch.manual_seed(0)
+    plain = create_model("ddrnet23_slim", 15, width=8)
+    torch.manual_seed(0)
+    with_head = create_model("ddrnet23_slim", 15, width=8, instance_head=True)
+    extra = set(with_head.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("instance_head.") for k in extra)
+    assert all(torch.equal(v, with_head.state_dict()[k]) for k, v in plain.state_dict().items())
+    x = torch.randn(2, 3, 64, 96)
+    with_head.eval(), plain.eval()
+    logits, instances = with_head.forward_instances(x)
+    assert torch.equal(logits, plain(x)) and torch.equal(with_head(x), plain(x))
+    assert instances.shape == (2, 3, 64, 96) and with_head.config["instance_head"] is True
+    with_head.train()
+    out = with_head.forward_train(x)
+    out.instances.sum().backward()
+    assert all(p.grad is None for n, p in with_head.named_parameters() if not n.startswith("instance_head."))
+    with pytest.raises(ValueError, match="without an instance head"):
+        plain.forward_instances(x)

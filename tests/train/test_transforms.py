@@ -133,3 +133,19 @@ def test_hflip_false_never_mirrors() -> None:
     flips = sum((ClipTransform(size=(64, 96), hflip=True)(frame, prev, label, flow, np.random.default_rng(s))
                  ["label"].numpy()[0, 0] == 95) for s in range(20))
     assert 0 < flips < 20  # with hflip the same seeds do mirror some clips
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_instance_ids_move_with_the_label(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    frame = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    instance = rng.integers(1, 400, (40, 60)).astype(np.int32)
+    label = (instance % 15).astype(np.uint8)
+    t = ClipTransform((48, 56), scale_range=(0.7, 1.4), instances=True)
+    out = t(frame, None, label, None, np.random.default_rng(seed), instance=instance)
+    labelled = out["label"] != 255  # padding: no label and no instance
+    assert (out["label"][labelled] == out["instance"][labelled] % 15).all()
+    assert (out["instance"][~labelled] == 0).all()
+    unknown = t(frame, None, label, None, np.random.default_rng(seed), instance=None)
+    assert (unknown["instance"][labelled] == -1).all()
+    assert "instance" not in ClipTransform((48, 56))(frame, None, label, None, np.random.default_rng(seed))

@@ -22,11 +22,16 @@ __all__ = ["SegmentationModel", "SegmentationOutput", "create_model", "model_nam
 
 
 class SegmentationOutput(NamedTuple):
-    """What ``forward_train`` returns; logits are at input resolution, features at the output stride."""
+    """What ``forward_train`` returns; logits are at input resolution, features at the output stride.
+
+    ``instances`` (models built with an instance head) is (N, 3, H, W) at input resolution: the
+    instance-centre heatmap, then the offset (dy, dx) in input pixels from each pixel to its centre.
+    """
 
     logits: torch.Tensor
     aux_logits: torch.Tensor | None
     features: torch.Tensor
+    instances: torch.Tensor | None = None
 
 
 def resize_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -183,16 +183,18 @@ class DDRNet(SegmentationModel):
         "spp.": "context.", "final_layer.": "head.", "seghead_extra.": "aux_head."}
 
     def __init__(self, name: str, num_classes: int, width: int, spp_planes: int, head_planes: int,
-                 aux_head: bool = True) -> None:
+                 aux_head: bool = True, instance_head: bool = False) -> None:
         for option, value in (("width", width), ("spp_planes", spp_planes), ("head_planes", head_planes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"model {name!r}: {option} must be an integer >= 1, got {value!r}")
-        super().__init__(name, num_classes, width=width, aux_head=aux_head)
+        super().__init__(name, num_classes, width=width, aux_head=aux_head,
+                         **({"instance_head": True} if instance_head else {}))
         self.backbone = DualResolutionBackbone(width)
         self.context = DAPPM(16 * width, spp_planes, 4 * width)
         self.head = SegmentHead(4 * width, head_planes, num_classes)
         self.aux_head = SegmentHead(2 * width, head_planes, num_classes) if aux_head else None
         _init_weights(self)
+        self.instance_head = _instance_head(4 * width, head_planes) if instance_head else None
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         low, high, high_stage3 = self.backbone(x)
@@ -210,7 +212,31 @@ class DDRNet(SegmentationModel):
                              f"(N, C, 1, 1) maps, got batch {x.shape[0]}")
         features, high_stage3 = self._features(x)
         aux = None if self.aux_head is None else resize_like(self.aux_head(high_stage3), x)
-        return SegmentationOutput(resize_like(self.head(features), x), aux, features)
+        return SegmentationOutput(resize_like(self.head(features), x), aux, features, self._instances(features, x))
+
+    def forward_instances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits, instances)`` at the input resolution (``instances``: see ``SegmentationOutput``)."""
+        if self.instance_head is None:
+            raise ValueError(f"model {self.config['name']!r} was built without an instance head")
+        features, _ = self._features(x)
+        return resize_like(self.head(features), x), self._instances(features, x)
+
+    def _instances(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        if self.instance_head is None:
+            return None
+        return resize_like(self.instance_head(features.detach() if self.training else features), x)
+
+
+def _instance_head(cin: int, planes: int) -> SegmentHead:
+    """Return Panoptic-DeepLab's instance branch on the fused features: centre heatmap logit + (dy, dx).
+
+    Built on a forked RNG, so the rest of the model (and everything seeded after it) is the same with
+    or without it; its predictions start near 0, as Panoptic-DeepLab's (std 0.001)."""
+    with torch.random.fork_rng(devices=[]):
+        head = SegmentHead(cin, planes, 3)
+        _init_weights(head)
+        nn.init.normal_(head.conv2.weight, std=0.001)
+    return head
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -224,16 +250,17 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def ddrnet23_slim(num_classes: int, width: int = 32, aux_head: bool = True) -> DDRNet:
+def ddrnet23_slim(num_classes: int, width: int = 32, aux_head: bool = True,
+                  instance_head: bool = False) -> DDRNet:
     """Return DDRNet-23-slim (width 32: ~5.7M parameters); smaller ``width`` gives CPU-sized variants."""
     return DDRNet("ddrnet23_slim", num_classes, width, spp_planes=4 * width, head_planes=2 * width,
-                  aux_head=aux_head)
+                  aux_head=aux_head, instance_head=instance_head)
 
 
-def ddrnet23(num_classes: int, width: int = 64, aux_head: bool = True) -> DDRNet:
+def ddrnet23(num_classes: int, width: int = 64, aux_head: bool = True, instance_head: bool = False) -> DDRNet:
     """Return DDRNet-23 (width 64: ~20M parameters)."""
     return DDRNet("ddrnet23", num_classes, width, spp_planes=2 * width, head_planes=2 * width,
-                  aux_head=aux_head)
+                  aux_head=aux_head, instance_head=instance_head)
 
 
 MODELS = {"ddrnet23_slim": ddrnet23_slim, "ddrnet23": ddrnet23}
