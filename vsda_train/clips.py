@@ -20,7 +20,8 @@ from vsda_deploy.preprocess import resize_frame, resize_label
 from vsda_train.config import ConfigError, TrainConfig
 from vsda_train.flow import flow_provider, spec_root
 
-INSTANCE_KEYS = ("instance", "instance_raw", "instance_class")  # per-pixel maps of the datasets' labels
+INSTANCE_IDS = ("instance", "instance_raw")  # the instance-id maps of Cityscapes-VPS and VIPER labels
+LABEL_MAPS = (*INSTANCE_IDS, "instance_class")  # full-resolution per-pixel maps that stay behind
 
 
 class ScaledClips:
@@ -67,7 +68,7 @@ class ScaledClips:
         frame, prev = resize_frame(sample.frame, self.size), resize_frame(sample.prev, self.size)
         label = None if sample.label is None else resize_label(sample.label, self.size)
         flow = None
-        meta = {k: v for k, v in sample.meta.items() if k not in INSTANCE_KEYS}  # full-resolution arrays stay behind
+        meta = {k: v for k, v in sample.meta.items() if k not in LABEL_MAPS}
         self._add_instance(meta, sample.meta)
         if self.flow is not None:
             key_t, key_prev = self.pair_keys(i)
@@ -91,8 +92,8 @@ class ScaledClips:
     def _add_instance(self, meta: dict, extra: dict) -> None:
         """Put the frame's instance ids (Cityscapes-VPS ``instance``, VIPER ``instance_raw``), resized
         like its label, in ``meta["instance"]`` when the dataset read them."""
-        for key in INSTANCE_KEYS:
-            if key in extra and key != "instance_class":
+        for key in INSTANCE_IDS:
+            if key in extra:
                 meta["instance"] = resize_label(np.asarray(extra[key], np.int32), self.size)
                 return
 
