@@ -153,8 +153,11 @@ def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
     """Phase 2 with a mean teacher (``vst.teacher: ema``): source CE plus online, time-filtered, mixed pseudo labels."""
     from vsda_train.teacher import EMATeacher, RunningThresholds
 
-    if cfg.vst.source_weight > 0 and not cfg.data.source:
-        raise ConfigError("vst.teacher=ema with vst.source_weight > 0 needs data.source")
+    if (cfg.vst.source_weight > 0 or cfg.vst.mix == "source") and not cfg.data.source:
+        raise ConfigError("vst.teacher=ema with vst.source_weight > 0 or vst.mix=source needs data.source")
+    if cfg.vst.mix == "source" and tuple(cfg.data.source_size) != tuple(cfg.data.target_size):
+        raise ConfigError(f"vst.mix=source pastes source crops onto target crops of one size, got data.source_size "
+                          f"{list(cfg.data.source_size)} and data.target_size {list(cfg.data.target_size)}")
     run = build_run(cfg, "vst", init)
     run.teacher = EMATeacher(engine.unwrap(run.model)).to(run.device)
     run.thresholds = RunningThresholds(num_classes_of(cfg), cfg.vst.class_top_fraction, cfg.vst.threshold_decay)

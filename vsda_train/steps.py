@@ -26,7 +26,7 @@ from vsda_train.config import ConfigError
 from vsda_train.instance_loss import instance_loss, instance_targets
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
-from vsda_train.teacher import class_mix, confidence_levels, consistent_labels, cross_frame_labels, select
+from vsda_train.teacher import class_mix, confidence_levels, consistent_labels, cross_frame_labels, domain_mix, select
 
 SOURCE, TARGET = 1.0, 0.0  # the discriminators' domain labels
 DISC_INPUTS = {"video": ("main", 2), "image": ("main", 1), "video_aux": ("aux", 2)}  # level, context parts
@@ -93,10 +93,11 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
     """One phase-2 step with a mean teacher: online time-filtered pseudo labels, ClassMix, EMA update.
 
     The source pass (weight ``vst.source_weight``) accumulates locally under DDP; the mixed target
-    pass synchronises the summed gradient once.
+    pass synchronises the summed gradient once. ``kept`` logs the share of the student's pixels that
+    carry a label (with ``vst.mix: source``, the pasted source pixels included).
     """
     vst = run.cfg.vst
-    target, frames = teacher_labels(run, tgt)
+    target, frames = teacher_labels(run, tgt, src)
     logs = {}
     if vst.source_weight > 0:
         with no_sync(run.seg):
@@ -115,8 +116,11 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
 
 
 @torch.no_grad()
-def teacher_labels(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """Return ``(pseudo labels, student frames)`` of a target batch: teacher labels, filtered, mixed."""
+def teacher_labels(run: Run, tgt: dict[str, Tensor], src: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Return ``(pseudo labels, student frames)`` of a target batch: teacher labels, filtered, mixed.
+
+    ``vst.mix: source`` pastes classes of the source batch ``src`` (frames and true labels) onto it.
+    """
     vst = run.cfg.vst
     label, consistent, level = _teacher_view(run, tgt)
     thresholds = run.thresholds.update(level, consistent if vst.time_first else label)
@@ -125,7 +129,10 @@ def teacher_labels(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return kept, tgt["frame"]
     rank = run.info.rank
     generator = torch.Generator().manual_seed(run.cfg.run.seed * 1_000_003 + run.it * 7919 + rank)
-    frames, kept = class_mix(tgt["frame"], kept, label, generator)
+    if vst.mix == "source":
+        frames, kept = domain_mix(src["frame"], src["label"], tgt["frame"], kept, generator)
+    else:
+        frames, kept = class_mix(tgt["frame"], kept, label, generator)
     return kept, frames
 
 

@@ -9,9 +9,11 @@ clips (frame t and t-k). Its labels are filtered as the offline VST filters them
   running histogram of the teacher's confidences (summed over DDP ranks, so every rank takes
   the same thresholds).
 
-The student learns from strongly augmented target frames mixed across clips (ClassMix, as DACS
-mixes domains): half of the classes of one clip's frame, cut out by the teacher's labels, are
-pasted onto another clip's frame, labels with them. With ``vst.temporal_filter: false`` the same
+The student learns from strongly augmented target frames mixed with other frames. With
+``vst.mix: class`` (ClassMix across target clips) half of the classes of one clip's frame, cut out
+by the teacher's labels, are pasted onto another clip's frame, labels with them. With ``vst.mix:
+source`` (DACS's cross-domain mix) half of the classes of a source frame, cut out by its ground
+truth, are pasted onto the target frame with their true labels. With ``vst.temporal_filter: false`` the same
 phase works frame by frame: its image-level twin. With ``vst.pseudo_from: previous`` the labels of
 frame t are the teacher's labels of frame t-k carried to t by the flow (TPS's cross-frame pseudo
 labels), so the student learns frame t from what the teacher saw in another frame.
@@ -147,5 +149,23 @@ def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: tor
     return mixed, torch.where(mask, labels[partner], labels)
 
 
+def domain_mix(source: Tensor, source_labels: Tensor, target: Tensor, pseudo: Tensor,
+               generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Return target frames with half of each source frame's classes pasted on (DACS), and their labels.
+
+    Sample i pairs source i with target i. Of the classes in source label i (255 excluded), a random
+    half, rounded up, is cut out by that label; those pixels take the source's image and its
+    ground truth, the rest keep the target's image and pseudo labels.
+    """
+    masks = []
+    for label in source_labels:
+        classes = torch.unique(label)
+        classes = classes[classes != IGNORE_INDEX]
+        order = torch.randperm(classes.numel(), generator=generator)
+        masks.append(torch.isin(label, classes[order[: (classes.numel() + 1) // 2]].to(label.device)))
+    mask = torch.stack(masks)
+    return torch.where(mask[:, None], source, target), torch.where(mask, source_labels, pseudo)
+
+
 __all__ = ["EMATeacher", "RunningThresholds", "class_mix", "confidence_levels", "consistent_labels",
-           "cross_frame_labels", "select"]
+           "cross_frame_labels", "domain_mix", "select"]

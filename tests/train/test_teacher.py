@@ -12,8 +12,17 @@ import torch
 
 from tests.helpers import one_torch_thread, tiny_synth  # noqa: F401 (fixture)
 from tests.train.test_phases import RUNNER, read_log, run_cli, write_config
+from vsda_deploy.labels import IGNORE_INDEX
 from vsda_train.checkpoint import load_checkpoint
-from vsda_train.teacher import EMATeacher, RunningThresholds, class_mix, consistent_labels, cross_frame_labels, select
+from vsda_train.teacher import (
+    EMATeacher,
+    RunningThresholds,
+    class_mix,
+    consistent_labels,
+    cross_frame_labels,
+    domain_mix,
+    select,
+)
 
 
 def test_consistent_labels_warp_the_previous_label_and_let_occluded_pixels_abstain() -> None:
@@ -68,6 +77,33 @@ def test_class_mix_pastes_half_of_the_partners_classes() -> None:
     assert (mixed_labels[1] == labels[1]).all() or (mixed_labels[1] == 0).any()  # sample 1 gets class 0 or keeps
 
 
+@pytest.mark.parametrize("classes", [1, 2, 3, 4, 5])
+def test_domain_mix_pastes_half_of_the_source_classes_with_their_true_labels(classes: int) -> None:
+    """DACS's cross-domain mix (vikolss/DACS; lhoyer/DAFormer mmseg/models/utils/dacs_transforms.py
+    ``get_class_masks`` and ``one_mix``): of the n classes in the source label, (n + n % 2) / 2 are
+    cut out by that label; those pixels take the source image and its ground truth, the others keep
+    the target image and its pseudo labels. The source's void (255) is never a class to paste."""
+    source_labels = torch.arange(8).remainder(classes).repeat(2, 4, 1)  # (2, 4, 8): n classes, 4 columns each...
+    source_labels[:, 0, :] = IGNORE_INDEX  # ...and a void row
+    source, target = torch.full((2, 3, 4, 8), 7.0), torch.full((2, 3, 4, 8), -1.0)
+    pseudo = torch.full((2, 4, 8), 9)
+    pseudo[:, :, 0] = IGNORE_INDEX
+    mixed, labels = domain_mix(source, source_labels, target, pseudo, torch.Generator().manual_seed(classes))
+    for i in range(2):
+        pasted = labels[i] != pseudo[i]
+        assert len(torch.unique(labels[i][pasted])) == (classes + classes % 2) // 2
+        assert (labels[i][pasted] == source_labels[i][pasted]).all() and (labels[i][0] == pseudo[i][0]).all()
+        assert (mixed[i][:, pasted] == 7).all() and (mixed[i][:, ~pasted] == -1).all()
+        assert (labels[i][~pasted] == pseudo[i][~pasted]).all()  # the target's own void stays void
+
+
+def test_domain_mix_needs_crops_of_one_size(synth: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", vst={"teacher": "ema", "mix": "source"},
+                       data={"source_size": [64, 64]})
+    out = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--init", str(tmp_path / "none.pt"))
+    assert out.returncode == 2 and "vst.mix=source" in out.stderr and "data.source_size" in out.stderr
+
+
 def test_ema_teacher_follows_the_student() -> None:
     student = torch.nn.Linear(2, 1)
     teacher = EMATeacher(student)
@@ -83,13 +119,13 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=6)
 
 
-@pytest.mark.parametrize("pseudo_from", ["current", "previous"])
-def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str) -> None:
+@pytest.mark.parametrize(("pseudo_from", "mix"), [("current", "class"), ("previous", "class"), ("current", "source")])
+def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str, mix: str) -> None:
     src_cfg = write_config(tmp_path / "src.yaml", synth, tmp_path / "runs", optim={"iters": 1})
     assert run_cli("vsda-train", "source", "-c", str(src_cfg), "--no-eval", "--name", "src").returncode == 0
     init = str(tmp_path / "runs" / "src" / "last.pt")
     cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", optim={"iters": 4},
-                       vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from},
+                       vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from, "mix": mix},
                        run={"ckpt_every": 2})
     full = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "full", "--init", init)
     assert full.returncode == 0, full.stderr
