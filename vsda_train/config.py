@@ -201,8 +201,8 @@ class VSTConfig:
     teacher: str = "offline"  # offline: rounds of pseudo labels from a fixed model (the seed's VST);
     #                           ema: a mean teacher labels each batch online (vsda_train/teacher.py)
     ema_momentum: float = 0.99  # teacher <- m teacher + (1 - m) student, every step
-    mix: str = "class"  # ema: none | class (ClassMix of target frames across clips) | source (DACS: half of
-    #                     a source frame's classes, with their true labels, pasted onto the target frame)
+    mix: str = "source"  # ema: source (DACS: half of a source frame's classes, with their true labels, pasted
+    #                      onto the target frame) | class (ClassMix of target frames across clips) | none
     source_weight: float = 1.0  # ema: weight of the source cross-entropy trained alongside
     threshold_decay: float = 0.99  # ema: decay of the running confidence histogram per step
     pseudo_from: str = "current"  # ema: current (the teacher labels frame t; temporal_filter checks it against

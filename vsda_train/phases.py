@@ -155,9 +155,10 @@ def train_mean_teacher(cfg: TrainConfig, init: str, resume: bool = False,
 
     if (cfg.vst.source_weight > 0 or cfg.vst.mix == "source") and not cfg.data.source:
         raise ConfigError("vst.teacher=ema with vst.source_weight > 0 or vst.mix=source needs data.source")
-    if cfg.vst.mix == "source" and tuple(cfg.data.source_size) != tuple(cfg.data.target_size):
-        raise ConfigError(f"vst.mix=source pastes source crops onto target crops of one size, got data.source_size "
-                          f"{list(cfg.data.source_size)} and data.target_size {list(cfg.data.target_size)}")
+    source_size, target_size = list(cfg.data.source_size), list(cfg.data.target_size)
+    if cfg.vst.mix == "source" and any(s < t for s, t in zip(source_size, target_size, strict=True)):
+        raise ConfigError(f"vst.mix=source pastes windows of the source crops onto the target crops: data.source_size "
+                          f"{source_size} must be at least data.target_size {target_size}")
     run = build_run(cfg, "vst", init)
     run.teacher = EMATeacher(engine.unwrap(run.model)).to(run.device)
     run.thresholds = RunningThresholds(num_classes_of(cfg), cfg.vst.class_top_fraction, cfg.vst.threshold_decay)

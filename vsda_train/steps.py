@@ -26,7 +26,15 @@ from vsda_train.config import ConfigError
 from vsda_train.instance_loss import instance_loss, instance_targets
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
-from vsda_train.teacher import class_mix, confidence_levels, consistent_labels, cross_frame_labels, domain_mix, select
+from vsda_train.teacher import (
+    class_mix,
+    confidence_levels,
+    consistent_labels,
+    crop_like,
+    cross_frame_labels,
+    domain_mix,
+    select,
+)
 
 SOURCE, TARGET = 1.0, 0.0  # the discriminators' domain labels
 DISC_INPUTS = {"video": ("main", 2), "image": ("main", 1), "video_aux": ("aux", 2)}  # level, context parts
@@ -90,7 +98,7 @@ def vst_step(run: Run, tgt: dict[str, Tensor]) -> dict[str, float]:
 
 
 def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) -> dict[str, float]:
-    """One phase-2 step with a mean teacher: online time-filtered pseudo labels, ClassMix, EMA update.
+    """One phase-2 step with a mean teacher: online time-filtered pseudo labels, mixed frames, EMA update.
 
     The source pass (weight ``vst.source_weight``) accumulates locally under DDP; the mixed target
     pass synchronises the summed gradient once. ``kept`` logs the share of the student's pixels that
@@ -130,7 +138,8 @@ def teacher_labels(run: Run, tgt: dict[str, Tensor], src: dict[str, Tensor] | No
     rank = run.info.rank
     generator = torch.Generator().manual_seed(run.cfg.run.seed * 1_000_003 + run.it * 7919 + rank)
     if vst.mix == "source":
-        frames, kept = domain_mix(src["frame"], src["label"], tgt["frame"], kept, generator)
+        source, source_labels = crop_like(src["frame"], src["label"], tuple(kept.shape[-2:]), generator)
+        frames, kept = domain_mix(source, source_labels, tgt["frame"], kept, generator)
     else:
         frames, kept = class_mix(tgt["frame"], kept, label, generator)
     return kept, frames

@@ -13,7 +13,8 @@ The student learns from strongly augmented target frames mixed with other frames
 ``vst.mix: class`` (ClassMix across target clips) half of the classes of one clip's frame, cut out
 by the teacher's labels, are pasted onto another clip's frame, labels with them. With ``vst.mix:
 source`` (DACS's cross-domain mix) half of the classes of a source frame, cut out by its ground
-truth, are pasted onto the target frame with their true labels. With ``vst.temporal_filter: false`` the same
+truth, are pasted onto the target frame with their true labels; a larger source crop gives a
+random window of the target's size. With ``vst.temporal_filter: false`` the same
 phase works frame by frame: its image-level twin. With ``vst.pseudo_from: previous`` the labels of
 frame t are the teacher's labels of frame t-k carried to t by the flow (TPS's cross-frame pseudo
 labels), so the student learns frame t from what the teacher saw in another frame.
@@ -149,13 +150,28 @@ def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: tor
     return mixed, torch.where(mask, labels[partner], labels)
 
 
+def crop_like(frames: Tensor, labels: Tensor, size: tuple[int, int], generator: torch.Generator
+              ) -> tuple[Tensor, Tensor]:
+    """Return a random ``size`` window of each frame (N, C, H, W) and its label (N, H, W), drawn per sample."""
+    h, w = size
+    height, width = labels.shape[-2:]
+    if (height, width) == (h, w):
+        return frames, labels
+    if height < h or width < w:
+        raise ValueError(f"cannot crop {height}x{width} frames to {h}x{w}")
+    ys = torch.randint(0, height - h + 1, (len(labels),), generator=generator).tolist()
+    xs = torch.randint(0, width - w + 1, (len(labels),), generator=generator).tolist()
+    return (torch.stack([f[:, y:y + h, x:x + w] for f, y, x in zip(frames, ys, xs, strict=True)]),
+            torch.stack([lab[y:y + h, x:x + w] for lab, y, x in zip(labels, ys, xs, strict=True)]))
+
+
 def domain_mix(source: Tensor, source_labels: Tensor, target: Tensor, pseudo: Tensor,
                generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Return target frames with half of each source frame's classes pasted on (DACS), and their labels.
 
-    Sample i pairs source i with target i. Of the classes in source label i (255 excluded), a random
-    half, rounded up, is cut out by that label; those pixels take the source's image and its
-    ground truth, the rest keep the target's image and pseudo labels.
+    Sample i pairs source i with target i (crops of one size: see ``crop_like``). Of the classes in
+    source label i (255 excluded), a random half, rounded up, is cut out by that label; those pixels
+    take the source's image and its ground truth, the rest keep the target's image and pseudo labels.
     """
     masks = []
     for label in source_labels:
@@ -168,4 +184,4 @@ def domain_mix(source: Tensor, source_labels: Tensor, target: Tensor, pseudo: Te
 
 
 __all__ = ["EMATeacher", "RunningThresholds", "class_mix", "confidence_levels", "consistent_labels",
-           "cross_frame_labels", "domain_mix", "select"]
+           "crop_like", "cross_frame_labels", "domain_mix", "select"]

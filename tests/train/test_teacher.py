@@ -1,4 +1,4 @@
-"""The mean-teacher phase 2: online labels filtered by time, ClassMix, EMA, resume (vsda_train/teacher.py)."""
+"""The mean-teacher phase 2: online labels filtered by time, DACS and ClassMix, EMA, resume (vsda_train/teacher.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from vsda_train.teacher import (
     RunningThresholds,
     class_mix,
     consistent_labels,
+    crop_like,
     cross_frame_labels,
     domain_mix,
     select,
@@ -97,11 +98,29 @@ def test_domain_mix_pastes_half_of_the_source_classes_with_their_true_labels(cla
         assert (labels[i][~pasted] == pseudo[i][~pasted]).all()  # the target's own void stays void
 
 
-def test_domain_mix_needs_crops_of_one_size(synth: Path, tmp_path: Path) -> None:
+def test_crop_like_takes_a_window_of_the_targets_size_from_each_source_frame() -> None:
+    """The real configs crop VIPER at 720x1280 and Cityscapes at 512x1024: DACS pastes windows of one size."""
+    frames = torch.arange(3 * 6 * 8, dtype=torch.float32).reshape(1, 3, 6, 8).repeat(5, 1, 1, 1)
+    labels = torch.arange(6 * 8).reshape(1, 6, 8).repeat(5, 1, 1)
+    crops, crop_labels = crop_like(frames, labels, (4, 5), torch.Generator().manual_seed(0))
+    assert crops.shape == (5, 3, 4, 5) and crop_labels.shape == (5, 4, 5)
+    corners = set()
+    for crop, lab in zip(crops, crop_labels, strict=True):
+        y, x = divmod(int(lab[0, 0]), 8)  # the window's top-left corner, read from the label
+        assert 0 <= y <= 2 and 0 <= x <= 3
+        assert torch.equal(lab, labels[0, y:y + 4, x:x + 5]) and torch.equal(crop, frames[0, :, y:y + 4, x:x + 5])
+        corners.add((y, x))
+    assert len(corners) > 1  # drawn per sample
+    assert crop_like(frames, labels, (6, 8), torch.Generator())[1] is labels
+    with pytest.raises(ValueError, match="6x8"):
+        crop_like(frames, labels, (7, 8), torch.Generator())
+
+
+def test_domain_mix_needs_source_crops_at_least_the_targets(synth: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", vst={"teacher": "ema", "mix": "source"},
                        data={"source_size": [64, 64]})
     out = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--init", str(tmp_path / "none.pt"))
-    assert out.returncode == 2 and "vst.mix=source" in out.stderr and "data.source_size" in out.stderr
+    assert out.returncode == 2 and "vst.mix=source" in out.stderr and "data.source_size [64, 64]" in out.stderr
 
 
 def test_ema_teacher_follows_the_student() -> None:
@@ -119,13 +138,17 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=6)
 
 
-@pytest.mark.parametrize(("pseudo_from", "mix"), [("current", "class"), ("previous", "class"), ("current", "source")])
-def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str, mix: str) -> None:
+@pytest.mark.parametrize(("pseudo_from", "mix", "source_size"),
+                         [("current", "class", [64, 96]), ("previous", "class", [64, 96]),
+                          ("current", "source", [64, 128])])
+def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str, mix: str,
+                                                     source_size: list[int]) -> None:
     src_cfg = write_config(tmp_path / "src.yaml", synth, tmp_path / "runs", optim={"iters": 1})
     assert run_cli("vsda-train", "source", "-c", str(src_cfg), "--no-eval", "--name", "src").returncode == 0
     init = str(tmp_path / "runs" / "src" / "last.pt")
     cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", optim={"iters": 4},
                        vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from, "mix": mix},
+                       data={"source_size": source_size},
                        run={"ckpt_every": 2})
     full = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "full", "--init", init)
     assert full.returncode == 0, full.stderr
