@@ -128,6 +128,14 @@ def select(label: Tensor, level: Tensor, thresholds: np.ndarray) -> Tensor:
     return torch.where(level.long() >= table[cls], label, torch.full_like(label, IGNORE_INDEX))
 
 
+def half_of_classes(label: Tensor, generator: torch.Generator) -> Tensor:
+    """Return the mask (H, W) of a random half, rounded up, of the classes in ``label`` (255 is none)."""
+    classes = torch.unique(label)
+    classes = classes[classes != IGNORE_INDEX]
+    order = torch.randperm(classes.numel(), generator=generator)
+    return torch.isin(label, classes[order[: (classes.numel() + 1) // 2]].to(label.device))
+
+
 def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Return images and labels mixed across the batch (ClassMix): sample i gets half of sample i+1's classes.
 
@@ -138,14 +146,7 @@ def class_mix(images: Tensor, labels: Tensor, masks_from: Tensor, generator: tor
     if n < 2:
         return images, labels
     partner = torch.roll(torch.arange(n), -1)
-    masks = []
-    for j in partner.tolist():
-        classes = torch.unique(masks_from[j])
-        classes = classes[classes != IGNORE_INDEX]
-        order = torch.randperm(classes.numel(), generator=generator)
-        chosen = classes[order[: (classes.numel() + 1) // 2]].to(masks_from.device)
-        masks.append(torch.isin(masks_from[j], chosen))
-    mask = torch.stack(masks)
+    mask = torch.stack([half_of_classes(masks_from[j], generator) for j in partner.tolist()])
     mixed = torch.where(mask[:, None], images[partner], images)
     return mixed, torch.where(mask, labels[partner], labels)
 
@@ -173,15 +174,9 @@ def domain_mix(source: Tensor, source_labels: Tensor, target: Tensor, pseudo: Te
     source label i (255 excluded), a random half, rounded up, is cut out by that label; those pixels
     take the source's image and its ground truth, the rest keep the target's image and pseudo labels.
     """
-    masks = []
-    for label in source_labels:
-        classes = torch.unique(label)
-        classes = classes[classes != IGNORE_INDEX]
-        order = torch.randperm(classes.numel(), generator=generator)
-        masks.append(torch.isin(label, classes[order[: (classes.numel() + 1) // 2]].to(label.device)))
-    mask = torch.stack(masks)
+    mask = torch.stack([half_of_classes(label, generator) for label in source_labels])
     return torch.where(mask[:, None], source, target), torch.where(mask, source_labels, pseudo)
 
 
 __all__ = ["EMATeacher", "RunningThresholds", "class_mix", "confidence_levels", "consistent_labels",
-           "crop_like", "cross_frame_labels", "domain_mix", "select"]
+           "crop_like", "cross_frame_labels", "domain_mix", "half_of_classes", "select"]
