@@ -86,11 +86,9 @@ def instance_fates(gt_semantic: np.ndarray, gt_instance: np.ndarray, semantic: n
     ``merged`` (it also covers another instance of the class), ``partial`` (it covers under half of the
     instance), ``missed`` (no component of the class overlaps it) or ``other`` (a component too large,
     spilling onto the background). ``segments`` (an instance head's) replace the cut components."""
-    from vsda_deploy.panoptic import DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, thing_components
+    from vsda_deploy.panoptic import thing_segments
 
-    if segments is None:
-        segments = thing_components(semantic, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
-    components, classes, areas = segments
+    components, classes, areas = thing_segments(semantic, things, segments)
     component_class = np.asarray([-1, *classes])
     fates: dict[int, Counter] = {}
     for cls in things:
@@ -149,7 +147,7 @@ def source_thing_pq(predict: Callable[[np.ndarray], Prediction], viper_root: str
     (``ViperDataset``'s labels)."""
     from vsda_deploy.data.viper import ViperDataset
     from vsda_deploy.labels import VIPER15
-    from vsda_deploy.panoptic import DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO, thing_components
+    from vsda_deploy.panoptic import thing_segments
     from vsda_deploy.vpq import VideoPanopticQuality
 
     things = sorted(VIPER15.things)
@@ -164,9 +162,7 @@ def source_thing_pq(predict: Callable[[np.ndarray], Prediction], viper_root: str
             continue
         pred, segments = split_prediction(predict(ds.read_frame(rec.path)))
         pred = pred.astype(np.uint8)
-        if segments is None:
-            segments = thing_components(pred, things, DEFAULT_MIN_AREA, DEFAULT_SPLIT_RATIO)
-        components = segments[0]
+        components = thing_segments(pred, things, segments)[0]
         pq.reset()
         pq.update(semantic, extra["instance_raw"], pred, components)
         frames += 1

@@ -129,6 +129,15 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def thing_segments(semantic: np.ndarray, things: Iterable[int], segments: ThingSegments | None = None,
+                   min_area: int = DEFAULT_MIN_AREA, split_ratio: float = DEFAULT_SPLIT_RATIO) -> ThingSegments:
+    """Return ``segments`` when given (an instance head's, ``instance_grouping.group_instances``), else the
+    thing components the panoptic step cuts from ``semantic`` (``thing_components``)."""
+    if segments is not None:
+        return segments
+    return thing_components(semantic, things, min_area, split_ratio)
+
+
 class PanopticTracker:
     """Streaming semantic -> panoptic: ``update(semantic, frame_rgb)`` returns the instance map.
 
@@ -171,9 +180,8 @@ class PanopticTracker:
         if frame_rgb is not None and frame_rgb.shape[:2] != semantic.shape:
             raise ValueError(f"PanopticTracker.update: frame {frame_rgb.shape[:2]} and semantic "
                              f"{semantic.shape} differ in size")
-        if segments is None:
-            segments = thing_components(semantic, self.things, self.min_area, self.split_ratio)
-        components, classes, areas = segments
+        components, classes, areas = thing_segments(semantic, self.things, segments, self.min_area,
+                                                    self.split_ratio)
         ids = self._link(components, classes, areas, self._flow_to_prev(semantic, frame_rgb, flow))
         lut = np.zeros(len(classes) + 1, np.int32)
         lut[1:] = ids
@@ -244,4 +252,4 @@ def semantic_to_panoptic(semantics: Iterable[np.ndarray], frames: Iterable[np.nd
     return [tracker.update(s, f) for s, f in zip(semantics, frames)]
 
 
-__all__ = ["PanopticTracker", "ThingSegments", "semantic_to_panoptic", "thing_components"]
+__all__ = ["PanopticTracker", "ThingSegments", "semantic_to_panoptic", "thing_components", "thing_segments"]

@@ -124,7 +124,7 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
 
 
 @torch.no_grad()
-def teacher_labels(run: Run, tgt: dict[str, Tensor], src: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def teacher_labels(run: Run, tgt: dict[str, Tensor], src: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """Return ``(pseudo labels, student frames)`` of a target batch: teacher labels, filtered, mixed.
 
     ``vst.mix: source`` pastes classes of the source batch ``src`` (frames and true labels) onto it.
