@@ -7,7 +7,7 @@ from vsda_deploy.flow import warp
 from vsda_deploy.preprocess import CAFFE, IMAGENET, denormalise
 from vsda_train.clips import ScaledClips
 from vsda_train.flow import DISFlowCache
-from vsda_train.transforms import ClipTransform
+from vsda_train.transforms import ClipTransform, Photometric, _jitter_params, apply_photometric
 
 
 def _clip(shift: int = 4) -> tuple[np.ndarray, ...]:
@@ -45,6 +45,8 @@ def test_pad_when_crop_is_larger_than_frame() -> None:
     out = ClipTransform(size=(80, 100), hflip=False)(frame, prev, label, None, np.random.default_rng(0))
     lab = out["label"].numpy()
     assert lab.shape == (80, 100) and (lab[64:] == 255).all() and (lab[:64, :96] == 0).all()
+    valid = out["valid"].numpy()
+    assert valid.dtype == bool and valid[:64, :96].all() and not valid[64:].any() and not valid[:, 96:].any()
 
 
 def test_same_photometric_change_for_both_frames() -> None:
@@ -58,6 +60,42 @@ def test_unknown_photometric_level() -> None:
     frame, prev, label, flow = _clip()
     with pytest.raises(ValueError, match="photometric augmentation 'wild'"):
         ClipTransform(size=(8, 8), photometric="wild")(frame, prev, label, flow, np.random.default_rng(0))
+
+
+def test_tps_level_draws_as_tps_augments() -> None:
+    """TPS (xing0047/TPS, train_video_UDA.py) strong-augments the target frames with
+    ``GaussianBlur(radius=choice([7, 9, 11]))`` p 0.6, ``ColorJitter(0.8, 0.8, 0.8, 0.2)`` p 0.8 and
+    ``RandomGrayscale(p=0.2)`` on 1024x512 frames (hue 0.2 of a turn = 72 degrees)."""
+    level = Photometric.level("tps")
+    rng = np.random.default_rng(0)
+    draws = [_jitter_params(level, rng) for _ in range(4000)]
+    jittered = np.mean([d["brightness"] != 1.0 for d in draws])
+    assert abs(jittered - 0.8) < 0.02
+    assert abs(np.mean([d["grey"] for d in draws]) - 0.2) < 0.02
+    assert abs(np.mean([d["blur"] > 0 for d in draws]) - 0.6) < 0.025
+    on = [d for d in draws if d["brightness"] != 1.0]
+    for key, lo, hi in (("brightness", 0.2, 1.8), ("contrast", 0.2, 1.8), ("saturation", 0.2, 1.8), ("hue", -72, 72)):
+        values = np.array([d[key] for d in on])
+        assert lo <= values.min() < lo + 0.05 * (hi - lo) and hi - 0.05 * (hi - lo) < values.max() <= hi, key
+    blurs = np.array([d["blur"] for d in draws if d["blur"] > 0])
+    assert 7.0 <= blurs.min() and blurs.max() <= 11.0
+
+
+def test_greyscale_is_luma_and_blur_scales_with_the_frame_width() -> None:
+    import cv2
+
+    image = np.random.default_rng(1).integers(0, 256, (32, 256, 3), dtype=np.uint8)
+    still = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "blur": 0.0,
+             "noise_seed": 0, "noise_std": 0.0}
+    grey = apply_photometric(image, {**still, "grey": True})
+    colour = apply_photometric(image, {**still, "grey": False})  # the same change before greyscale
+    luma = colour.astype(np.float64) @ [0.299, 0.587, 0.114]  # ITU-R 601, as torchvision's Grayscale
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert np.abs(grey[..., 0] - luma).max() <= 1
+    # sigma 8 on 1024-pixel frames is sigma 2 on a 256-pixel one
+    blurred = apply_photometric(image, {**still, "blur": 8.0, "blur_width": 1024})
+    expected = np.clip(cv2.GaussianBlur(colour.astype(np.float32), (0, 0), 2.0), 0, 255).astype(np.uint8)
+    assert np.array_equal(blurred, expected)
 
 
 class _PairDataset:
