@@ -146,7 +146,7 @@ class SourceConfig:
     """The supervised phase (``vsda-train source``): on source labels, or on target-train labels (oracle)."""
 
     oracle: bool = False  # train on data.oracle (target-train labels): the upper bound, never a method
-    augment: str = "none"  # photometric augmentation of the training clips: none | weak | strong
+    augment: str = "none"  # photometric augmentation of the training clips: none | weak | strong | tps
     # A model with an instance head (model.kwargs.instance_head) also learns Panoptic-DeepLab's
     # centres and offsets from the labels' instance ids (vsda_train.instance_loss): the weights of the
     # heatmap cross-entropy and of the offsets' L1 (pixels), and the centres' Gaussian in pixels of the
@@ -168,7 +168,7 @@ class VATConfig:
     video_disc: bool = True
     image_disc: bool = False  # optional per-frame (ADVENT-style) discriminator
     image_adv_weight: float = 1e-3
-    source_augment: str = "none"  # photometric augmentation of source clips: none | weak | strong
+    source_augment: str = "none"  # photometric augmentation of source clips: none | weak | strong | tps
     disc_schedule: str = "constant"  # constant | poly: the discriminators' LR decays like the segmenter's
     disc_grad_clip: float | None = None  # max L2 norm of each discriminator's gradient (DA-VSN: 1)
     aux_adv_weight: float = 0.0  # adversarial weight on the auxiliary output (its own discriminator; peers 2e-4)
@@ -197,13 +197,15 @@ class VSTConfig:
     #                            by the flow, before the class top fraction (offline teacher only)
     tta_flip: bool = False  # pseudo labels from the mean softmax of the frame and its mirror image
     tta_scales: tuple[float, ...] = (1.0,)  # ... and of these rescaled copies (each mirrored too with tta_flip)
-    augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong
+    augment: str = "strong"  # photometric augmentation of target frames: none | weak | strong | tps
     teacher: str = "offline"  # offline: rounds of pseudo labels from a fixed model (the seed's VST);
     #                           ema: a mean teacher labels each batch online (vsda_train/teacher.py)
     ema_momentum: float = 0.99  # teacher <- m teacher + (1 - m) student, every step
     mix: str = "source"  # ema: source (DACS: half of a source frame's classes, with their true labels, pasted
     #                      onto the target frame) | class (ClassMix of target frames across clips) | none
     source_weight: float = 1.0  # ema: weight of the source cross-entropy trained alongside
+    source_match: str = "histogram"  # ema: histogram (each source frame's channels matched to the histograms of
+    #                                  the clean target frame of its step, as TPS's hist_match does) | none
     threshold_decay: float = 0.99  # ema: decay of the running confidence histogram per step
     pseudo_from: str = "current"  # ema: current (the teacher labels frame t; temporal_filter checks it against
     #                               t-k) | previous (frame t-k's labels warped to t by the flow, occluded
@@ -212,6 +214,7 @@ class VSTConfig:
     def __post_init__(self) -> None:
         _choice("vst.teacher", self.teacher, ("offline", "ema"))
         _choice("vst.mix", self.mix, ("none", "class", "source"))
+        _choice("vst.source_match", self.source_match, ("none", "histogram"))
         _choice("vst.pseudo_from", self.pseudo_from, ("current", "previous"))
         _choice("vst.time_rule", self.time_rule, ("filter", "rank", "fuse"))
         if self.time_rule != "filter" and self.teacher != "offline":

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from vsda_deploy.labels import get_label_space
 from vsda_train import engine
 from vsda_train.config import ConfigError
+from vsda_train.histogram_matching import match_histograms
 from vsda_train.instance_loss import instance_loss, instance_targets
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
@@ -102,9 +103,13 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
 
     The source pass (weight ``vst.source_weight``) accumulates locally under DDP; the mixed target
     pass synchronises the summed gradient once. ``kept`` logs the share of the student's pixels that
-    carry a label (with ``vst.mix: source``, the pasted source pixels included).
+    carry a label (with ``vst.mix: source``, the pasted source pixels included). With
+    ``vst.source_match: histogram`` the source frames take the colour histograms of the clean target
+    frames of the step (TPS) before either use.
     """
     vst = run.cfg.vst
+    if vst.source_match == "histogram":
+        src = {**src, "frame": match_histograms(src["frame"], tgt["frame_clean"], src.get("valid"), tgt.get("valid"))}
     target, frames = teacher_labels(run, tgt, src)
     logs = {}
     if vst.source_weight > 0:

@@ -138,16 +138,17 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=6)
 
 
-@pytest.mark.parametrize(("pseudo_from", "mix", "source_size"),
-                         [("current", "class", [64, 96]), ("previous", "class", [64, 96]),
-                          ("current", "source", [64, 128])])
+@pytest.mark.parametrize(("pseudo_from", "mix", "source_size", "source_match"),
+                         [("current", "class", [64, 96], "none"), ("previous", "class", [64, 96], "none"),
+                          ("current", "source", [64, 128], "histogram")])
 def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str, mix: str,
-                                                     source_size: list[int]) -> None:
+                                                     source_size: list[int], source_match: str) -> None:
     src_cfg = write_config(tmp_path / "src.yaml", synth, tmp_path / "runs", optim={"iters": 1})
     assert run_cli("vsda-train", "source", "-c", str(src_cfg), "--no-eval", "--name", "src").returncode == 0
     init = str(tmp_path / "runs" / "src" / "last.pt")
     cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", optim={"iters": 4},
-                       vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from, "mix": mix},
+                       vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from, "mix": mix,
+                            "source_match": source_match},
                        data={"source_size": source_size},
                        run={"ckpt_every": 2})
     full = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "full", "--init", init)
