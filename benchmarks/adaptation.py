@@ -40,9 +40,9 @@ LABELS = {
     "image_adv": "image-level adversarial (per-frame D)", "vat": "VAT (video adversarial)",
     "image_st": "VAT + image-level self-training", "vat_vst": "VAT + VST (the seed's video self-training)",
     "vst_wide": "VAT + VST, frames t±1 and t±5, twin's label budget",
-    "mt": "VAT + mean teacher (DACS mix), filtered by time",
-    "mt_tps": "VAT + mean teacher (DACS mix), cross-frame labels (TPS)",
-    "mt_img": "VAT + mean teacher (DACS mix), image-level twin",
+    "mt": "VAT + mean teacher (DACS mix, histogram-matched source), filtered by time",
+    "mt_tps": "VAT + mean teacher (DACS mix, histogram-matched source), cross-frame labels (TPS)",
+    "mt_img": "VAT + mean teacher (DACS mix, histogram-matched source), image-level twin",
     "oracle": "target oracle (target labels, the chain's updates)",
 }
 # what each row starts from
