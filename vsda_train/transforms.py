@@ -179,8 +179,8 @@ class ClipTransform:
             images = {k: apply_photometric(im, params) for k, im in images.items()}
         out.update({k: _tensor(im, self.norm) for k, im in images.items()})
         for k, m in maps.items():
-            out[k] = torch.from_numpy(np.ascontiguousarray(m)).long()
-        out["valid"] = out["valid"].bool()
+            tensor = torch.from_numpy(np.ascontiguousarray(m))
+            out[k] = tensor.bool() if k == "valid" else tensor.long()
         for k, f in flows.items():
             out[k] = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float()
         return out
