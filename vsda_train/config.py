@@ -210,6 +210,10 @@ class VSTConfig:
     pseudo_from: str = "current"  # ema: current (the teacher labels frame t; temporal_filter checks it against
     #                               t-k) | previous (frame t-k's labels warped to t by the flow, occluded
     #                               pixels ignored: TPS's cross-frame pseudo labels)
+    mask_ratio: float = 0.0  # ema: MIC's masked image consistency: the student also learns the target frame with
+    #                          this share of its mask_block squares blanked, from the teacher's labels (MIC: 0.7)
+    mask_block: int = 16  # ema: side of a masked square in pixels at the load size (MIC: 64 at 1024 px width)
+    mask_weight: float = 1.0  # ema: weight of the masked frame's cross-entropy (MIC's mask_lambda)
 
     def __post_init__(self) -> None:
         _choice("vst.teacher", self.teacher, ("offline", "ema"))
@@ -219,6 +223,9 @@ class VSTConfig:
         _choice("vst.time_rule", self.time_rule, ("filter", "rank", "fuse"))
         if self.time_rule != "filter" and self.teacher != "offline":
             raise ConfigError(f"vst.time_rule={self.time_rule}: the offline teacher only (vst.teacher=offline)")
+        if not 0 <= self.mask_ratio < 1 or self.mask_block < 1 or self.mask_weight < 0:
+            raise ConfigError(f"vst.mask_ratio in [0, 1), vst.mask_block >= 1 and vst.mask_weight >= 0 expected, got "
+                              f"{self.mask_ratio}, {self.mask_block}, {self.mask_weight}")
         if not 0 <= self.ema_momentum < 1:
             raise ConfigError(f"vst.ema_momentum: expected a value in [0, 1), got {self.ema_momentum}")
         if not self.tta_scales or any(s <= 0 for s in self.tta_scales):

@@ -28,6 +28,7 @@ from vsda_train.instance_loss import instance_loss, instance_targets
 from vsda_train.losses import bce_to, supervised_loss, video_context
 from vsda_train.run import Run
 from vsda_train.teacher import (
+    block_mask,
     class_mix,
     confidence_levels,
     consistent_labels,
@@ -110,44 +111,52 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
     vst = run.cfg.vst
     if vst.source_match == "histogram":
         src = {**src, "frame": match_histograms(src["frame"], tgt["frame_clean"], src.get("valid"), tgt.get("valid"))}
-    target, frames = teacher_labels(run, tgt, src)
-    logs = {}
+    target, frames, pseudo = teacher_labels(run, tgt, src)
+    passes = {"loss_st": (frames, target, 1.0)}
     if vst.source_weight > 0:
-        with no_sync(run.seg):
+        passes = {"loss_seg": (src["frame"], src["label"], vst.source_weight), **passes}
+    if vst.mask_ratio > 0:
+        masked = block_mask(tgt["frame"], vst.mask_ratio, vst.mask_block, step_generator(run, 1))
+        passes["loss_mask"] = (masked, pseudo, vst.mask_weight)
+    logs = {}
+    for i, (name, (x, y, weight)) in enumerate(passes.items()):
+        last = i == len(passes) - 1  # only the last pass synchronises the summed gradient under DDP
+        with contextlib.nullcontext() if last else no_sync(run.seg):
             with run.precision.autocast():
-                loss_src = vst.source_weight * supervised_loss(run.seg(src["frame"]), src["label"],
-                                                               run.cfg.optim.aux_weight)
-            run.precision.backward("seg", loss_src)
-        logs["loss_seg"] = loss_src.item()
-    with run.precision.autocast():
-        loss_st = supervised_loss(run.seg(frames), target, run.cfg.optim.aux_weight)
-    run.precision.backward("seg", loss_st)
+                loss = weight * supervised_loss(run.seg(x), y, run.cfg.optim.aux_weight)
+            run.precision.backward("seg", loss)
+        logs[name] = loss.item()
     run.precision.update("seg", run.optimizer, _trained(run), run.cfg.optim.grad_clip)
     run.teacher.update(engine.unwrap(run.model), vst.ema_momentum)
-    kept = (target != 255).float().mean().item()
-    return {**logs, "loss_st": loss_st.item(), "kept": kept}
+    return {**logs, "kept": (target != 255).float().mean().item()}
+
+
+def step_generator(run: Run, stream: int) -> torch.Generator:
+    """Return a CPU generator seeded by the run's seed, step, rank and ``stream``: resumed runs draw the same."""
+    seed = run.cfg.run.seed * 1_000_003 + run.it * 7919 + run.info.rank + stream * 104_729
+    return torch.Generator().manual_seed(seed)
 
 
 @torch.no_grad()
-def teacher_labels(run: Run, tgt: dict[str, Tensor], src: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """Return ``(pseudo labels, student frames)`` of a target batch: teacher labels, filtered, mixed.
+def teacher_labels(run: Run, tgt: dict[str, Tensor], src: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``(mixed labels, mixed frames, target labels)`` of a target batch: teacher labels, filtered, mixed.
 
     ``vst.mix: source`` pastes classes of the source batch ``src`` (frames and true labels) onto it.
+    The target labels are the filtered teacher labels of the unmixed target frames.
     """
     vst = run.cfg.vst
     label, consistent, level = _teacher_view(run, tgt)
     thresholds = run.thresholds.update(level, consistent if vst.time_first else label)
     kept = select(consistent, level, thresholds)
     if vst.mix == "none":
-        return kept, tgt["frame"]
-    rank = run.info.rank
-    generator = torch.Generator().manual_seed(run.cfg.run.seed * 1_000_003 + run.it * 7919 + rank)
+        return kept, tgt["frame"], kept
+    generator = step_generator(run, 0)
     if vst.mix == "source":
         source, source_labels = crop_like(src["frame"], src["label"], tuple(kept.shape[-2:]), generator)
-        frames, kept = domain_mix(source, source_labels, tgt["frame"], kept, generator)
+        frames, mixed = domain_mix(source, source_labels, tgt["frame"], kept, generator)
     else:
-        frames, kept = class_mix(tgt["frame"], kept, label, generator)
-    return kept, frames
+        frames, mixed = class_mix(tgt["frame"], kept, label, generator)
+    return mixed, frames, kept
 
 
 def _teacher_view(run: Run, tgt: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -284,6 +293,6 @@ def discriminator_step(run: Run, ctx: dict[str, dict[str, tuple[Tensor, ...]]]) 
 
 
 __all__ = [
-    "adversarial_loss", "discriminator_step", "mean_teacher_step", "source_step", "teacher_labels", "vat_step",
-    "vst_step",
+    "adversarial_loss", "discriminator_step", "mean_teacher_step", "source_step", "step_generator", "teacher_labels",
+    "vat_step", "vst_step",
 ]

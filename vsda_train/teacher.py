@@ -17,7 +17,9 @@ truth, are pasted onto the target frame with their true labels; a larger source 
 random window of the target's size. With ``vst.temporal_filter: false`` the same
 phase works frame by frame: its image-level twin. With ``vst.pseudo_from: previous`` the labels of
 frame t are the teacher's labels of frame t-k carried to t by the flow (TPS's cross-frame pseudo
-labels), so the student learns frame t from what the teacher saw in another frame.
+labels), so the student learns frame t from what the teacher saw in another frame. With
+``vst.mask_ratio`` > 0 the student also learns the target frame, most of it blanked in squares,
+from the same labels (MIC's masked image consistency): it must use the context of what is left.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import copy
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from vsda_deploy.labels import IGNORE_INDEX
 from vsda_train.flow import occlusion_mask_torch, warp
@@ -178,5 +181,17 @@ def domain_mix(source: Tensor, source_labels: Tensor, target: Tensor, pseudo: Te
     return torch.where(mask[:, None], source, target), torch.where(mask, source_labels, pseudo)
 
 
-__all__ = ["EMATeacher", "RunningThresholds", "class_mix", "confidence_levels", "consistent_labels",
+def block_mask(frames: Tensor, ratio: float, block: int, generator: torch.Generator) -> Tensor:
+    """Return ``frames`` (N, C, H, W) with about ``ratio`` of their ``block`` x ``block`` squares blanked (MIC).
+
+    Each square is drawn independently per frame; a blanked pixel becomes 0, the normalised mean colour.
+    The grid has ``round(H / block)`` x ``round(W / block)`` squares (at least one), stretched to the frame.
+    """
+    n, _, h, w = frames.shape
+    grid = torch.rand((n, 1, max(1, round(h / block)), max(1, round(w / block))), generator=generator) >= ratio
+    keep = F.interpolate(grid.float(), size=(h, w), mode="nearest").to(frames.device, frames.dtype)
+    return frames * keep
+
+
+__all__ = ["EMATeacher", "RunningThresholds", "block_mask", "class_mix", "confidence_levels", "consistent_labels",
            "crop_like", "cross_frame_labels", "domain_mix", "half_of_classes", "select"]

@@ -17,6 +17,7 @@ from vsda_train.checkpoint import load_checkpoint
 from vsda_train.teacher import (
     EMATeacher,
     RunningThresholds,
+    block_mask,
     class_mix,
     consistent_labels,
     crop_like,
@@ -123,6 +124,34 @@ def test_domain_mix_needs_source_crops_at_least_the_targets(synth: Path, tmp_pat
     assert out.returncode == 2 and "vst.mix=source" in out.stderr and "data.source_size [64, 64]" in out.stderr
 
 
+def test_block_mask_blanks_whole_squares_on_mics_grid() -> None:
+    # MIC's BlockMaskGenerator (lhoyer/MIC, seg/mmseg/models/utils/masking_transforms.py): a
+    # round(H / b) x round(W / b) grid of uniform draws, a square kept where its draw exceeds the
+    # ratio, stretched to the frame by nearest interpolation; the image is multiplied by it
+    frames = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12) + 1
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.rand((2, 1, 2, 3), generator=torch.Generator().manual_seed(0))  # the same draws, by hand
+    masked = block_mask(frames, 0.5, 4, gen)
+    keep = (draws >= 0.5).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    assert torch.equal(masked, torch.where(keep, frames, torch.zeros(())))
+    assert 0 < int(keep.sum()) < keep.numel()  # the case has both kinds of square
+    assert torch.equal(block_mask(frames, 0.0, 4, gen), frames)
+    # 128 x 256 frames with 16 px squares: an 8 x 16 grid; MIC's ratio 0.7 blanks close to 70 % of them
+    big = block_mask(torch.ones(64, 1, 128, 256), 0.7, 16, torch.Generator().manual_seed(1))
+    assert abs(float((big == 0).float().mean()) - 0.7) < 0.01
+    squares = big[:, 0].reshape(64, 8, 16, 16, 16)
+    assert torch.equal(squares.amax((2, 4)), squares.amin((2, 4)))  # each square all kept or all blanked
+    assert block_mask(torch.ones(1, 1, 10, 100), 0.0, 16, gen).shape == (1, 1, 10, 100)  # round(10 / 16) = 0 -> 1
+
+
+def test_mask_ratio_is_a_share() -> None:
+    from vsda_train.config import ConfigError, VSTConfig
+
+    with pytest.raises(ConfigError, match="vst.mask_ratio in"):
+        VSTConfig(teacher="ema", mask_ratio=1.0)
+    assert VSTConfig(teacher="ema", mask_ratio=0.7).mask_block == 16
+
+
 def test_ema_teacher_follows_the_student() -> None:
     student = torch.nn.Linear(2, 1)
     teacher = EMATeacher(student)
@@ -138,23 +167,25 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_synth(tmp_path_factory.mktemp("synth") / "bench", frames=6)
 
 
-@pytest.mark.parametrize(("pseudo_from", "mix", "source_size", "source_match"),
-                         [("current", "class", [64, 96], "none"), ("previous", "class", [64, 96], "none"),
-                          ("current", "source", [64, 128], "histogram")])
+@pytest.mark.parametrize(("pseudo_from", "mix", "source_size", "source_match", "mask_ratio"),
+                         [("current", "class", [64, 96], "none", 0.0), ("previous", "class", [64, 96], "none", 0.0),
+                          ("current", "source", [64, 128], "histogram", 0.7)])
 def test_mean_teacher_phase_runs_and_resumes_exactly(synth: Path, tmp_path: Path, pseudo_from: str, mix: str,
-                                                     source_size: list[int], source_match: str) -> None:
+                                                     source_size: list[int], source_match: str,
+                                                     mask_ratio: float) -> None:
     src_cfg = write_config(tmp_path / "src.yaml", synth, tmp_path / "runs", optim={"iters": 1})
     assert run_cli("vsda-train", "source", "-c", str(src_cfg), "--no-eval", "--name", "src").returncode == 0
     init = str(tmp_path / "runs" / "src" / "last.pt")
     cfg = write_config(tmp_path / "mt.yaml", synth, tmp_path / "runs", optim={"iters": 4},
                        vst={"teacher": "ema", "class_top_fraction": 0.8, "pseudo_from": pseudo_from, "mix": mix,
-                            "source_match": source_match},
+                            "source_match": source_match, "mask_ratio": mask_ratio},
                        data={"source_size": source_size},
                        run={"ckpt_every": 2})
     full = run_cli("vsda-train", "vst", "-c", str(cfg), "--no-eval", "--name", "full", "--init", init)
     assert full.returncode == 0, full.stderr
     rows = read_log(tmp_path / "runs" / "full" / "log.csv")
     assert all(math.isfinite(v) for r in rows for v in r.values()) and 0 < rows[-1]["kept"] <= 1
+    assert ("loss_mask" in rows[-1]) == (mask_ratio > 0)
     killed = run_cli(sys.executable, str(RUNNER), "vst", str(cfg), "cut", "--init", init, "--kill-after", "2")
     assert killed.returncode == -9
     resumed = run_cli(sys.executable, str(RUNNER), "vst", str(cfg), "cut", "--init", init, "--resume")
