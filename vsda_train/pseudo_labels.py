@@ -120,7 +120,7 @@ class PseudoLabelStats:
     often than right pixels, and beyond what the confidence does only among the confident ones.
     """
 
-    FIELDS = ("predicted", "kept", "kept_correct", "kept_labelled", "raw_correct", "raw_labelled")
+    FIELDS = ("predicted", "kept", "kept_correct", "kept_labelled", "raw_correct", "raw_labelled", "gt_labelled")
     TIME = ("right", "right_agreed", "wrong", "wrong_agreed")  # raw labelled pixels; rows: all, confident
 
     def __init__(self, num_classes: int) -> None:
@@ -143,6 +143,7 @@ class PseudoLabelStats:
             row["kept_correct"] += self._count(kept, labelled & (kept == gt))
             row["raw_labelled"] += self._count(raw, labelled)
             row["raw_correct"] += self._count(raw, labelled & (raw == gt))
+            row["gt_labelled"] += self._count(gt)
 
     def update_time(self, raw: np.ndarray, consistent: np.ndarray, confident: np.ndarray, gt: np.ndarray) -> None:
         """Count the right and wrong raw pixels and those the neighbours agree with (``consistent == raw``),
@@ -154,7 +155,11 @@ class PseudoLabelStats:
                     np.count_nonzero(where & ~right), np.count_nonzero(where & ~right & agreed)]
 
     def summary(self, class_names: Sequence[str]) -> dict:
-        """Return JSON-ready percentages: kept fraction overall/per class, accuracy raw/kept."""
+        """Return JSON-ready percentages: kept fraction overall/per class, accuracy raw/kept, the raw labels' IoU.
+
+        ``miou_raw`` scores the labels before any filter as a segmentation (mean over the classes in
+        the ground truth or the prediction): pixel accuracy favours the large classes, this does not.
+        """
         c = dict(zip(self.FIELDS, self.counts))
 
         def pct(a: float, b: float) -> float | None:
@@ -170,6 +175,11 @@ class PseudoLabelStats:
             out["accuracy_kept_per_class"] = {
                 n: pct(c["kept_correct"][i], c["kept_labelled"][i]) for i, n in enumerate(class_names)
             }
+            union = c["raw_labelled"] + c["gt_labelled"] - c["raw_correct"]
+            iou = [pct(c["raw_correct"][i], union[i]) for i in range(self.num_classes)]
+            present = [v for v in iou if v is not None]  # classes in the ground truth or the prediction
+            out["miou_raw"] = float(np.mean(present)) if present else None
+            out["iou_raw_per_class"] = dict(zip(class_names, iou))
         if self.time.any():  # the share of right and of wrong raw pixels the neighbours agree with
             agreement = {}
             for among, row in (("", self.time[0]), ("_confident", self.time[1])):

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from vsda_deploy.metrics import ConfusionMatrix
 from vsda_train.pseudo_labels import (
     LEVELS,
     ConfidenceHistogram,
@@ -112,6 +113,11 @@ def test_stats_kept_fraction_and_accuracy() -> None:
     assert s["accuracy_kept"] == 50.0  # kept labelled: pixel 0 (right) and pixel 2 (wrong)
     assert abs(s["accuracy_raw"] - 100 / 3) < 1e-9
     assert "time_agreement" not in s  # no temporal filter counted
+    # labelled pixels 0-2, raw 0 0 1 against gt 0 1 0: class 0 IoU 1 / (2 + 2 - 1), class 1 IoU 0 / 2
+    assert s["iou_raw_per_class"] == {"a": 100 / 3, "b": 0.0} and abs(s["miou_raw"] - 50 / 3) < 1e-9
+    cm = ConfusionMatrix(2)
+    cm.update(raw, gt)
+    assert abs(s["miou_raw"] - cm.miou()) < 1e-9  # the evaluator's mIoU of the same pair
 
 
 def test_stats_time_agreement_of_right_and_wrong_pixels() -> None:
