@@ -185,3 +185,11 @@ def test_confident_and_agreed_pixels_are_what_the_veto_rule_keeps() -> None:
     counts, time = dict(zip(stats.FIELDS, stats.counts.sum(1))), dict(zip(stats.TIME, stats.time[1]))
     assert counts["kept_correct"] == time["right_agreed"] > 0
     assert counts["kept_labelled"] - counts["kept_correct"] == time["wrong_agreed"] > 0
+
+
+def test_pseudo_summary_line_names_each_figure() -> None:
+    from vsda_train.cli.phases import pseudo_summary
+
+    stats = {"kept_fraction": 58.54, "accuracy_kept": 73.81, "accuracy_raw": 62.14, "miou_raw": 20.36}
+    assert pseudo_summary(stats) == "kept 58.5 % of the pixels; accuracy 73.8 % kept, 62.1 % raw; raw labels' mIoU 20.4"
+    assert pseudo_summary({"kept_fraction": 58.54}) == "kept 58.5 % of the pixels"  # no oracle: no accuracy

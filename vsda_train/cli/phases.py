@@ -124,6 +124,8 @@ def pseudo_summary(stats: dict) -> str:
     parts = [f"kept {stats['kept_fraction']:.1f} % of the pixels"]
     if stats.get("accuracy_kept") is not None:
         parts.append(f"accuracy {stats['accuracy_kept']:.1f} % kept, {stats['accuracy_raw']:.1f} % raw")
+    if stats.get("miou_raw") is not None:
+        parts.append(f"raw labels' mIoU {stats['miou_raw']:.1f}")
     time = stats.get("time_agreement")
     if time:
         parts.append(f"the neighbours agree with {time['right']:.1f} % of the right and {time['wrong']:.1f} % "
