@@ -51,3 +51,30 @@ def test_the_oracle_trains_as_long_as_the_longest_chain() -> None:
         assert not cfg.source.oracle and for_phase(cfg, "source").optim.iters == 1500
     short = load_config("configs/synth_edge.yaml", ["optim.phase_iters={source: 300, vat: 200, vst: 100}"])
     assert for_phase(row_config("oracle", short), "source").optim.iters == 600
+
+
+def test_self_training_rows_carry_their_pseudo_label_figures(tmp_path) -> None:
+    """run_row reads each seed's eval and its last pseudo-label stats; the table prints their mean ± std,
+    and leaves the raw labels' mIoU out where a stats file predates it."""
+    import json
+
+    from benchmarks.adaptation import markdown, run_row, summarise
+
+    scores = {"miou": 30.0, "vpq": 20.0, "vpq_things": 1.0, "vpq_stuff": 30.0, "tc": 60.0, "iou": {"road": 90.0}}
+    figures = [{"kept_fraction": 56.0, "accuracy_kept": 88.0, "accuracy_raw": 75.0, "miou_raw": 31.0},
+               {"kept_fraction": 58.0, "accuracy_kept": 90.0, "accuracy_raw": 77.0, "miou_raw": 35.0}]
+    for seed, stats in enumerate(figures):
+        for row, keys in (("mt", stats), ("vat_vst", {k: v for k, v in stats.items() if k != "miou_raw"})):
+            folder = tmp_path / f"{row}_s{seed}"
+            (folder / "pseudo" / "teacher").mkdir(parents=True)
+            (folder / "eval.json").write_text(json.dumps(scores))
+            (folder / "pseudo" / "teacher" / "stats.json").write_text(json.dumps(keys))
+    summary = summarise({row: [run_row(row, s, None, tmp_path) for s in (0, 1)] for row in ("mt", "vat_vst")},
+                        [0, 1])
+    assert summary["rows"]["mt"]["pseudo_miou_raw"] == [31.0, 35.0]
+    assert "pseudo_miou_raw" not in summary["rows"]["vat_vst"]
+    lines = markdown(summary).splitlines()
+    mt = next(line for line in lines if "filtered by time |" in line)
+    assert mt.endswith("| 89.0 ± 1.4 | 57.0 ± 1.4 | 33.0 ± 2.8 |")  # std of (31, 35): 2 * sqrt(2)
+    vst = next(line for line in lines if "the seed's video self-training" in line)
+    assert vst.endswith("| 89.0 ± 1.4 | 57.0 ± 1.4 |  |")
