@@ -112,9 +112,10 @@ def mean_teacher_step(run: Run, src: dict[str, Tensor], tgt: dict[str, Tensor]) 
     if vst.source_match == "histogram":
         src = {**src, "frame": match_histograms(src["frame"], tgt["frame_clean"], src.get("valid"), tgt.get("valid"))}
     target, frames, pseudo = teacher_labels(run, tgt, src)
-    passes = {"loss_st": (frames, target, 1.0)}
+    passes = {}  # name: (frames, labels, weight), in the order they are learned
     if vst.source_weight > 0:
-        passes = {"loss_seg": (src["frame"], src["label"], vst.source_weight), **passes}
+        passes["loss_seg"] = (src["frame"], src["label"], vst.source_weight)
+    passes["loss_st"] = (frames, target, 1.0)
     if vst.mask_ratio > 0:
         masked = block_mask(tgt["frame"], vst.mask_ratio, vst.mask_block, step_generator(run, 1))
         passes["loss_mask"] = (masked, pseudo, vst.mask_weight)
