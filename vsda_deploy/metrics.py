@@ -29,6 +29,14 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray, what: str) -> None:
 
 # --- mIoU -----------------------------------------------------------------------------
 
+def class_iou(tp: np.ndarray, gt: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Return IoU = TP / (GT + predicted - TP) per class in percent from pixel counts; NaN where both are 0."""
+    tp = np.asarray(tp, np.float64)
+    union = np.asarray(gt) + np.asarray(predicted) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, 100.0 * tp / np.maximum(union, 1), np.nan)
+
+
 class ConfusionMatrix:
     """Pixel confusion matrix of one split, accumulated over frames (rows GT, columns prediction).
 
@@ -73,10 +81,8 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         """Return the per-class IoU in percent; NaN for classes absent from GT and prediction."""
-        tp = np.diag(self.matrix[:, : self.num_classes]).astype(np.float64)
-        union = self.matrix.sum(1) + self.matrix[:, : self.num_classes].sum(0) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, 100.0 * tp / np.maximum(union, 1), np.nan)
+        predicted = self.matrix[:, : self.num_classes]
+        return class_iou(np.diag(predicted), self.matrix.sum(1), predicted.sum(0))
 
     def miou(self, classes: Sequence[int] | None = None) -> float:
         """Return the mean IoU (percent) over ``classes`` (default all) present in GT or prediction."""
@@ -166,5 +172,6 @@ __all__ = [
     "TemporalConsistency",
     "VPQResult",
     "VideoPanopticQuality",
+    "class_iou",
     "pair_consistency",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vsda_deploy.labels import IGNORE_INDEX
+from vsda_deploy.metrics import class_iou
 
 LEVELS = 256  # confidence levels of a uint8 quantisation
 
@@ -175,11 +176,10 @@ class PseudoLabelStats:
             out["accuracy_kept_per_class"] = {
                 n: pct(c["kept_correct"][i], c["kept_labelled"][i]) for i, n in enumerate(class_names)
             }
-            union = c["raw_labelled"] + c["gt_labelled"] - c["raw_correct"]
-            iou = [pct(c["raw_correct"][i], union[i]) for i in range(self.num_classes)]
-            present = [v for v in iou if v is not None]  # classes in the ground truth or the prediction
-            out["miou_raw"] = float(np.mean(present)) if present else None
-            out["iou_raw_per_class"] = dict(zip(class_names, iou))
+            iou = class_iou(c["raw_correct"], c["gt_labelled"], c["raw_labelled"])
+            present = iou[~np.isnan(iou)]  # classes in the ground truth or the prediction
+            out["miou_raw"] = float(present.mean()) if present.size else None
+            out["iou_raw_per_class"] = {n: None if np.isnan(v) else float(v) for n, v in zip(class_names, iou)}
         if self.time.any():  # the share of right and of wrong raw pixels the neighbours agree with
             agreement = {}
             for among, row in (("", self.time[0]), ("_confident", self.time[1])):
